@@ -145,7 +145,9 @@ class Tensor:
             self._accumulate(grad)
             return
 
-        grads = {id(self): grad}  # id(tensor) -> gradient flowing into it
+        # id(tensor) -> (tensor, gradient flowing into it); holding the tensor keeps it alive
+        # until its creator has used the gradient, even after the graph above it is freed
+        grads = {id(self): (self, grad)}
         pending, seen = [], set()
 
         def schedule(function):
@@ -164,7 +166,7 @@ class Tensor:
             grad_outputs = []
             for ref in function.outputs:
                 out = ref()
-                g = grads.pop(id(out), None) if out is not None else None
+                _, g = grads.pop(id(out), (None, None)) if out is not None else (None, None)
                 if g is None:  # an output that did not reach the loss: its gradient is zero
                     g = xp.zeros(function.output_shapes[len(grad_outputs)],
                                  function.output_dtypes[len(grad_outputs)])
@@ -181,8 +183,8 @@ class Tensor:
                 if x.creator is None:
                     x._accumulate(gx)
                 else:
-                    previous = grads.get(id(x))
-                    grads[id(x)] = gx if previous is None else previous + gx
+                    _, previous = grads.get(id(x), (None, None))
+                    grads[id(x)] = (x, gx if previous is None else previous + gx)
                     schedule(x.creator)
             if not retain_graph:
                 function.inputs = None  # frees the graph (and the arrays saved for backward)
