@@ -1,0 +1,307 @@
+"""2-D convolution (stride, padding, dilation, groups) built on im2col and col2im.
+
+A convolution is a matrix product in disguise. For every output pixel, gather the input
+values under the kernel into one column ("im2col"); then
+
+    y[n, o, p] = sum_k W[o, k] col[n, k, p] + b[o],      k = (c, i, j) runs over C_in * kH * kW
+
+is one GEMM per image: (C_out, K) @ (K, H_out * W_out). The backward pass is two more GEMMs,
+
+    dW = sum_n dy[n] col[n]^T        (C_out, L) @ (L, K)
+    dcol[n] = W^T dy[n]              (K, C_out) @ (C_out, L)
+
+and "col2im" scatters dcol back onto the input pixels it was gathered from, summing the
+overlaps (a pixel seen by several kernel taps receives several gradients).
+
+im2col and col2im loop over the kH * kW kernel taps, never over pixels: the input that tap
+(i, j) sees, for all output pixels at once, is one strided slice of the padded input
+(`_tap_slices`), as in Chainer's utils/conv.py. With groups, the channels split into G
+independent convolutions, done together as one batched matmul over a group axis.
+
+A depthwise convolution (groups = C_in = C_out, one kH x kW filter per channel, Xception's
+main op) has only kH * kW weights per channel, so its GEMMs would be tiny and its columns
+kH * kW times larger than the input; it takes its own branch (`_depthwise_forward`,
+`_depthwise_grad_input`, `_depthwise_grad_weight`) that multiplies and adds the same tap
+slices elementwise instead, without building columns.
+"""
+import numpy as np
+
+from ..autograd import Function
+from ..backend import get_array_module
+
+
+def _pair(value, name):
+    """An int or a pair of ints as a pair (height, width)."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+        raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def conv_output_size(size, kernel, stride, padding, dilation):
+    """Output length along one axis: floor((size + 2 pad - dilation (kernel - 1) - 1) / stride) + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pad(x, padding):
+    """x: (N, C, H, W) -> (N, C, H + 2 ph, W + 2 pw), zeros around (no copy when padding is 0)."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    padded[:, :, ph:ph + h, pw:pw + w] = x
+    return padded
+
+
+def _tap_slices(i, j, out_size, stride, dilation):
+    """The (rows, cols) slices of the padded input that kernel tap (i, j) sees.
+
+    Output pixel (p, q) reads padded input pixel (p sh + i dh, q sw + j dw), so over all
+    output pixels tap (i, j) reads rows i dh, i dh + sh, ..., i dh + (H_out - 1) sh: a slice.
+    """
+    (oh, ow), (sh, sw), (dh, dw) = out_size, stride, dilation
+    rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
+    cols = slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)
+    return rows, cols
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """Gather the input under every kernel position into columns.
+
+    x: (N, C, H, W) -> col: (N, C, kH, kW, H_out, W_out), where
+    col[n, c, i, j, p, q] = x_padded[n, c, p sh + i dh, q sw + j dw].
+    Reshaped to (N, C kH kW, H_out W_out) it is the right operand of the forward GEMM.
+    """
+    xp = get_array_module(x)
+    kh, kw = _pair(kernel_size, "kernel_size")
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    n, c, h, w = x.shape
+    out_size = (conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
+                conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
+    padded = _pad(x, padding)
+    col = xp.empty((n, c, kh, kw) + out_size, dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap_slices(i, j, out_size, stride, dilation)
+            col[:, :, i, j] = padded[:, :, rows, cols]
+    return col
+
+
+def col2im(col, input_size, stride=1, padding=0, dilation=1):
+    """The adjoint of im2col: add every column entry back onto the pixel it came from.
+
+    col: (N, C, kH, kW, H_out, W_out) -> (N, C, H, W) with input_size = (H, W). Pixels seen by
+    several taps sum their entries (this is what makes it the gradient of im2col).
+    """
+    xp = get_array_module(col)
+    n, c, kh, kw, oh, ow = col.shape
+    (h, w), stride = input_size, _pair(stride, "stride")
+    (ph, pw), dilation = _pair(padding, "padding"), _pair(dilation, "dilation")
+    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap_slices(i, j, (oh, ow), stride, dilation)
+            padded[:, :, rows, cols] += col[:, :, i, j]
+    return _crop(padded, (ph, pw), (h, w))
+
+
+def _crop(padded, padding, size):
+    """(N, C, H + 2 ph, W + 2 pw) -> (N, C, H, W): drop the border that _pad added.
+
+    Returns a contiguous array (a gradient that later ops read row by row).
+    """
+    (ph, pw), (h, w) = padding, size
+    xp = get_array_module(padded)
+    return xp.ascontiguousarray(padded[:, :, ph:ph + h, pw:pw + w])
+
+
+# ---------------------------------------------------------------- depthwise branch
+def _depthwise_forward(padded, weight, out_size, stride, dilation):
+    """One kH x kW filter per channel: y[n, c] = sum over taps (i, j) of W[c, 0, i, j] x_tap[n, c].
+
+    padded: (N, C, Hp, Wp), weight: (C, 1, kH, kW) -> y: (N, C, H_out, W_out).
+    x_tap is the strided slice of the padded input that tap (i, j) sees (`_tap_slices`).
+    """
+    xp = get_array_module(padded)
+    n, c = padded.shape[:2]
+    kh, kw = weight.shape[2:]
+    y = xp.zeros((n, c) + out_size, dtype=padded.dtype)
+    term = xp.empty_like(y)  # one tap's contribution, reused
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap_slices(i, j, out_size, stride, dilation)
+            tap_weight = weight[:, 0, i, j].reshape(1, c, 1, 1)  # (C,) -> (1, C, 1, 1)
+            xp.multiply(padded[:, :, rows, cols], tap_weight, out=term)
+            y += term
+    return y
+
+
+def _depthwise_grad_input(gy, weight, padded_size, stride, dilation):
+    """The adjoint of _depthwise_forward in x: every tap sends W[c, 0, i, j] dy back to its slice.
+
+    gy: (N, C, H_out, W_out), weight: (C, 1, kH, kW) -> g_padded: (N, C, Hp, Wp),
+    g_padded[tap slice] += W[c, 0, i, j] dy   (summed over the taps, like col2im).
+    """
+    xp = get_array_module(gy)
+    n, c = gy.shape[:2]
+    kh, kw = weight.shape[2:]
+    g_padded = xp.zeros((n, c) + tuple(padded_size), dtype=gy.dtype)
+    term = xp.empty_like(gy)  # one tap's contribution, reused
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap_slices(i, j, gy.shape[2:], stride, dilation)
+            tap_weight = weight[:, 0, i, j].reshape(1, c, 1, 1)  # (C,) -> (1, C, 1, 1)
+            xp.multiply(gy, tap_weight, out=term)
+            g_padded[:, :, rows, cols] += term
+    return g_padded
+
+
+def _depthwise_grad_weight(gy, padded, kernel_size, stride, dilation):
+    """dW[c, 0, i, j] = sum over (n, p, q) of dy[n, c, p, q] x_tap[n, c, p, q].
+
+    gy: (N, C, H_out, W_out), padded: (N, C, Hp, Wp) -> gw: (C, 1, kH, kW).
+    """
+    xp = get_array_module(gy)
+    c = gy.shape[1]
+    gw = xp.empty((c, 1) + tuple(kernel_size), dtype=gy.dtype)
+    term = xp.empty_like(gy)  # one tap's products, reused
+    for i in range(kernel_size[0]):
+        for j in range(kernel_size[1]):
+            rows, cols = _tap_slices(i, j, gy.shape[2:], stride, dilation)
+            xp.multiply(gy, padded[:, :, rows, cols], out=term)
+            gw[:, 0, i, j] = term.sum(axis=(0, 2, 3))               # (N, C, H_out, W_out) -> (C,)
+    return gw
+
+
+# ---------------------------------------------------------------- the op
+class Conv2d(Function):
+    """y = conv2d(x, W) + b.  x: (N, C_in, H, W), W: (C_out, C_in / G, kH, kW), b: (C_out,)
+    -> y: (N, C_out, H_out, W_out), with H_out = floor((H + 2 ph - dh (kH - 1) - 1) / sh) + 1.
+
+    Dense path: y[n, g] = W[g] @ col[n, g] for every image n and group g, in one batched matmul.
+    Depthwise path (G = C_in = C_out): per-tap multiply-adds (`_depthwise_forward`).
+    Arguments are checked by the `conv2d` wrapper.
+    """
+
+    def __init__(self, stride=1, padding=0, dilation=1, groups=1):
+        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding")
+        self.dilation, self.groups = _pair(dilation, "dilation"), groups
+
+    def forward(self, x, weight, bias=None):
+        xp = get_array_module(x)
+        n, c_in, h, w = x.shape
+        c_out, c_group, kh, kw = weight.shape
+        g = self.groups
+        self.x_shape, self.weight = x.shape, weight
+        self.out_size = (conv_output_size(h, kh, self.stride[0], self.padding[0], self.dilation[0]),
+                         conv_output_size(w, kw, self.stride[1], self.padding[1], self.dilation[1]))
+        self.depthwise = g == c_in == c_out
+        self.pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+        keep = self.needs_input_grad[1]  # only dW reads the input again (as columns)
+        if self.depthwise:
+            padded = _pad(x, self.padding)                            # (N, C, Hp, Wp)
+            self.padded_size = padded.shape[2:]
+            y = _depthwise_forward(padded, weight, self.out_size, self.stride, self.dilation)
+            self.padded = padded if keep else None
+        else:
+            col = self._columns(x)                                    # (N, G, K_g, L)
+            w_mat = weight.reshape(g, c_out // g, c_group * kh * kw)  # (G, C_out/G, K_g)
+            y = xp.matmul(w_mat, col)  # (G, C_out/G, K_g) @ (N, G, K_g, L) -> (N, G, C_out/G, L)
+            y = y.reshape((n, c_out) + self.out_size)                 # -> (N, C_out, H_out, W_out)
+            self.col = col if keep else None
+        if bias is not None:
+            y += bias.reshape(1, c_out, 1, 1)                         # (C_out,) -> (1, C_out, 1, 1)
+        return y
+
+    def _columns(self, x):
+        """x: (N, C_in, H, W) -> col: (N, G, K_g, L), K_g = C_in / G * kH * kW, L = H_out W_out.
+
+        A 1x1 kernel with stride 1 and no padding gathers nothing: x itself is the columns.
+        """
+        n, c_in = x.shape[:2]
+        kh, kw = self.weight.shape[2:]
+        g, length = self.groups, self.out_size[0] * self.out_size[1]
+        if self.pointwise:
+            return x.reshape(n, g, c_in // g, length)                 # (N, C_in, H, W) -> (N, G, C_in/G, L)
+        col = im2col(x, (kh, kw), self.stride, self.padding, self.dilation)  # (N, C_in, kH, kW, H_out, W_out)
+        return col.reshape(n, g, c_in // g * kh * kw, length)        # -> (N, G, K_g, L)
+
+    def backward(self, gy):
+        need_gx, need_gw = self.needs_input_grad[:2]
+        gx = self._grad_input(gy) if need_gx else None
+        gw = self._grad_weight(gy) if need_gw else None
+        if len(self.needs_input_grad) == 2:  # called without a bias
+            return gx, gw
+        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None  # (N, C_out, H_out, W_out) -> (C_out,)
+        return gx, gw, gb
+
+    def _grad_input(self, gy):
+        """dx = col2im(dcol) with dcol[n, g] = W[g]^T dy[n, g] (depthwise: tap by tap)."""
+        xp = get_array_module(gy)
+        n, c_in, h, w = self.x_shape
+        c_out, c_group, kh, kw = self.weight.shape
+        g = self.groups
+        if self.depthwise:
+            g_padded = _depthwise_grad_input(gy, self.weight, self.padded_size, self.stride, self.dilation)
+            return _crop(g_padded, self.padding, (h, w))
+        gy_mat = gy.reshape(n, g, c_out // g, -1)                     # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
+        w_mat = self.weight.reshape(g, c_out // g, c_group * kh * kw)  # (G, C_out/G, K_g)
+        gcol = xp.matmul(w_mat.swapaxes(1, 2), gy_mat)  # (G, K_g, C_out/G) @ (N, G, C_out/G, L) -> (N, G, K_g, L)
+        if self.pointwise:
+            return gcol.reshape(self.x_shape)                         # (N, G, C_in/G, L) -> (N, C_in, H, W)
+        gcol = gcol.reshape((n, c_in, kh, kw) + self.out_size)        # -> (N, C_in, kH, kW, H_out, W_out)
+        return col2im(gcol, (h, w), self.stride, self.padding, self.dilation)
+
+    def _grad_weight(self, gy):
+        """dW[g] = sum_n dy[n, g] col[n, g]^T (depthwise: one reduction per tap)."""
+        xp = get_array_module(gy)
+        n, c_out = gy.shape[:2]
+        if self.depthwise:
+            return _depthwise_grad_weight(gy, self.padded, self.weight.shape[2:], self.stride, self.dilation)
+        gy_mat = gy.reshape(n, self.groups, c_out // self.groups, -1)  # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
+        # (N, G, C_out/G, L) @ (N, G, L, K_g) -> (N, G, C_out/G, K_g), then summed over the images
+        gw = xp.matmul(gy_mat, self.col.swapaxes(2, 3)).sum(axis=0)
+        return gw.reshape(self.weight.shape)                          # (G, C_out/G, K_g) -> (C_out, C_in/G, kH, kW)
+
+
+def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
+    """Raise a one-line error for anything torch.nn.functional.conv2d would refuse."""
+    if x.ndim != 4:
+        raise ValueError(f"conv2d: input must be (N, C_in, H, W), got shape {x.shape}")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: weight must be (C_out, C_in/groups, kH, kW), got shape {weight.shape}")
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        dtypes = f"{x.dtype}, {weight.dtype}" + ("" if bias is None else f", {bias.dtype}")
+        raise TypeError(f"conv2d: input, weight and bias must share one dtype, got {dtypes}")
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+    (n, c_in, h, w), (c_out, c_group, kh, kw) = x.shape, weight.shape
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"conv2d: groups={groups} must divide both C_in={c_in} and C_out={c_out}")
+    if c_group * groups != c_in:
+        raise ValueError(f"conv2d: weight {weight.shape} expects {c_group * groups} input channels "
+                         f"(C_in/groups={c_group}, groups={groups}), but the input has {c_in}")
+    if bias is not None and bias.shape != (c_out,):
+        raise ValueError(f"conv2d: bias must have shape ({c_out},), got {bias.shape}")
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(f"conv2d: need stride >= 1, dilation >= 1 and padding >= 0, got "
+                         f"stride={stride}, dilation={dilation}, padding={padding}")
+    out_h = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    out_w = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"conv2d: output size {out_h}x{out_w} is empty: input {h}x{w}, padding {padding} "
+                         f"is smaller than the dilated kernel {dilation[0] * (kh - 1) + 1}x{dilation[1] * (kw - 1) + 1}")
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv2d: (N, C_in, H, W) -> (N, C_out, H_out, W_out).
+
+    weight: (C_out, C_in / groups, kH, kW); bias: (C_out,) or None; stride, padding and
+    dilation: an int or a pair (height, width). groups = C_in = C_out is a depthwise conv.
+    """
+    _check_arguments(input, weight, bias, stride, padding, dilation, groups)
+    function = Conv2d(stride, padding, dilation, groups)
+    return function(input, weight) if bias is None else function(input, weight, bias)

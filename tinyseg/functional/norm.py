@@ -1,0 +1,139 @@
+"""Batch normalisation (Ioffe & Szegedy, 2015) over (N, C, H, W) maps, with PyTorch's semantics.
+
+For each channel c, over the M = N * H * W values x of that channel in the batch:
+
+    mean  = sum(x) / M
+    var   = sum((x - mean)^2) / M                 (biased: the one used to normalise)
+    x_hat = (x - mean) / sqrt(var + eps)
+    y     = gamma * x_hat + beta
+
+Training mode normalises with the batch's mean and var, and updates the running statistics
+IN PLACE (they are raw arrays, a module's buffers, not trained parameters):
+
+    running_mean = momentum * mean + (1 - momentum) * running_mean
+    running_var  = momentum * sum((x - mean)^2) / (M - 1) + (1 - momentum) * running_var
+
+(the running variance uses the UNBIASED estimate, as torch does). Eval mode normalises with
+running_mean and running_var instead, so y is then a fixed affine map of x.
+
+Precision: everything stays in the input's dtype (float32 in training, no float64 copies).
+The variance is computed in two passes, as the mean of (x - mean)^2, which avoids the
+cancellation of the one-pass E[x^2] - E[x]^2 when |mean| is large next to the spread; the
+channel sums use NumPy's pairwise summation (CuPy's tree reduction on the GPU).
+"""
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+
+
+def _channel_sum(a):
+    """(N, C, H, W) -> (C,): the sum over the batch and the pixels of each channel."""
+    return a.sum(axis=(0, 2, 3))
+
+
+def _per_channel(v):
+    """(C,) -> (1, C, 1, 1), so a per-channel vector broadcasts over (N, C, H, W)."""
+    return v.reshape(1, -1, 1, 1)
+
+
+class BatchNorm(Function):
+    """y = gamma * x_hat + beta. x: (N, C, H, W), gamma: (C,), beta: (C,) -> y: (N, C, H, W).
+
+    Batch statistics in training mode (and an in-place update of the running statistics when
+    they are given), running statistics in eval mode; see the module docstring for the math.
+    """
+
+    def __init__(self, running_mean, running_var, training, momentum, eps):
+        self.running_mean, self.running_var = running_mean, running_var
+        self.training, self.momentum, self.eps = training, momentum, eps
+
+    def forward(self, x, gamma, beta):
+        xp = get_array_module(x)
+        if self.training:
+            self.count = x.size // x.shape[1]  # M = N * H * W values per channel
+            mean = _channel_sum(x) / self.count  # (C,)
+            centered = x - _per_channel(mean)  # (N, C, H, W)
+            squares = _channel_sum(centered * centered)  # (C,): sum of (x - mean)^2
+            var = squares / self.count
+            if self.running_mean is not None:
+                self._update_running_stats(mean, squares / (self.count - 1))
+        else:
+            mean = self.running_mean.astype(x.dtype, copy=False)
+            var = self.running_var.astype(x.dtype, copy=False)
+            centered = x - _per_channel(mean)  # (N, C, H, W)
+        self.inv_std = 1 / xp.sqrt(var + self.eps)  # (C,)
+        self.x_hat = centered * _per_channel(self.inv_std)  # (N, C, H, W)
+        self.gamma = gamma
+        return _per_channel(gamma) * self.x_hat + _per_channel(beta)
+
+    def _update_running_stats(self, mean, unbiased_var):
+        """Blend the batch statistics into the caller's running buffers, in place."""
+        m = self.momentum
+        self.running_mean[...] = m * mean + (1 - m) * self.running_mean
+        self.running_var[...] = m * unbiased_var + (1 - m) * self.running_var
+
+    def backward(self, gy):
+        """Gradients for x, gamma and beta, with g = dL/dy (N, C, H, W).
+
+            dbeta  = sum(g)                    (per channel, over N, H, W)
+            dgamma = sum(g * x_hat)
+
+        Eval mode: the statistics are constants, so dx = gamma / sqrt(running_var + eps) * g.
+
+        Training mode: mean and var depend on every x of the channel too. Following the
+        gradient through x_hat, the mean and the variance and collecting terms gives the
+        compact formula (Ioffe & Szegedy, Sec. 3, simplified):
+
+            dx = gamma / sqrt(var + eps) * (g - dbeta / M - x_hat * dgamma / M)
+
+        The two subtracted terms are what flows back through the mean and the variance:
+        they remove from g its per-channel mean and its component along x_hat.
+        """
+        gbeta = _channel_sum(gy)  # (C,)
+        ggamma = _channel_sum(gy * self.x_hat)  # (C,)
+        scale = _per_channel(self.gamma * self.inv_std)  # (1, C, 1, 1)
+        if self.training:
+            mean_gy = _per_channel(gbeta / self.count)  # (1, C, 1, 1)
+            mean_gy_x_hat = _per_channel(ggamma / self.count)  # (1, C, 1, 1)
+            gy = gy - mean_gy - self.x_hat * mean_gy_x_hat
+        return scale * gy, ggamma, gbeta
+
+
+def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training):
+    """Raise a one-line ValueError/TypeError for shapes or arguments batch_norm cannot use."""
+    if x.ndim != 4:
+        raise ValueError(f"batch_norm expects a 4-D input (N, C, H, W), got shape {x.shape}")
+    channels = x.shape[1]
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm needs both running_mean and running_var, or neither")
+    if running_mean is None and not training:
+        raise ValueError("batch_norm in eval mode (training=False) needs running_mean and running_var")
+    for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+        if isinstance(stat, Tensor):
+            raise TypeError(f"batch_norm: {name} must be a raw array (a buffer), not a Tensor")
+        if stat is not None and stat.shape != (channels,):
+            raise ValueError(f"batch_norm: {name} has shape {stat.shape}, expected ({channels},) "
+                             f"for an input with {channels} channels")
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is not None and tuple(param.shape) != (channels,):
+            raise ValueError(f"batch_norm: {name} has shape {tuple(param.shape)}, expected "
+                             f"({channels},) for an input with {channels} channels")
+    if training and x.size // channels <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """torch.nn.functional.batch_norm for x: (N, C, H, W) -> (N, C, H, W).
+
+    running_mean, running_var: (C,) raw arrays updated in place when training (may be None
+    then: no update); weight (gamma) and bias (beta): (C,) Tensors, or None for 1 and 0.
+    """
+    x = input if isinstance(input, Tensor) else Tensor(input)
+    _check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
+    xp = get_array_module(x.data)
+    channels = x.shape[1]
+    if weight is None:
+        weight = Tensor(xp.ones(channels, x.dtype))
+    if bias is None:
+        bias = Tensor(xp.zeros(channels, x.dtype))
+    return BatchNorm(running_mean, running_var, training, momentum, eps)(x, weight, bias)
