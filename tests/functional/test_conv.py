@@ -87,6 +87,7 @@ TORCH_CASES = [
     (4, 6, 5, 1, 2, 1, 2, True),                  # groups=2
     (6, 6, 3, 1, 1, 1, 3, False),                 # groups=3
     (5, 5, 3, 1, 1, 1, 5, True),                  # depthwise
+    (5, 5, 3, 1, 0, 1, 5, True),                  # depthwise, no padding
     (5, 5, 3, 2, 1, 1, 5, True),                  # depthwise, stride 2
     (5, 5, 3, 1, 2, 2, 5, False),                 # depthwise, dilation 2 ("same" atrous)
     (5, 5, (2, 3), (1, 2), (0, 1), 1, 5, True),   # depthwise, non-square everything
@@ -110,6 +111,16 @@ def test_matches_torch(xp, rng, case):
     assert_close(y.data, reference[0])
     for tensor, expected in zip(tensors, reference[1:]):
         assert_close(tensor.grad, expected)
+
+
+def test_depthwise_in_channel_blocks(xp, rng, monkeypatch):
+    """A cache size of two channels splits C=5 into blocks 2 + 2 + 1: same result as torch."""
+    from tinyseg.functional import conv
+    n, c, h, w = 2, 5, 6, 7
+    monkeypatch.setattr(conv, "CACHE_BYTES", 2 * n * (h + 2) * (w + 2) * 4)
+    if xp is np:
+        assert len(conv._channel_blocks(np.zeros((n, c, h + 2, w + 2), np.float32))) == 3
+    test_matches_torch(xp, rng, (c, c, 3, 1, 1, 1, c, True))
 
 
 def test_im2col_col2im_are_adjoint(xp, rng):

@@ -22,7 +22,7 @@ A depthwise convolution (groups = C_in = C_out, one kH x kW filter per channel, 
 main op) has only kH * kW weights per channel, so its GEMMs would be tiny and its columns
 kH * kW times larger than the input; it takes its own branch (`_depthwise_forward`,
 `_depthwise_grad_input`, `_depthwise_grad_weight`) that multiplies and adds the same tap
-slices elementwise instead, without building columns.
+slices elementwise instead, without building columns, on cache-sized slabs of channels.
 """
 import numpy as np
 
@@ -76,7 +76,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     """
     xp = get_array_module(x)
     kh, kw = _pair(kernel_size, "kernel_size")
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    dilation = _pair(dilation, "dilation")
     n, c, h, w = x.shape
     out_size = (conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
                 conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
@@ -118,61 +119,75 @@ def _crop(padded, padding, size):
 
 
 # ---------------------------------------------------------------- depthwise branch
-def _depthwise_forward(padded, weight, out_size, stride, dilation):
+CACHE_BYTES = 256 * 1024  # a slab of this size stays in a CPU core's L2 cache
+
+
+def _channel_blocks(x):
+    """Slices of the channel axis of x: (N, C, H, W), each covering about CACHE_BYTES of x.
+
+    NumPy runs one op at a time over whole arrays, so on large arrays each of the kH * kW taps
+    below would stream everything through memory several times; on a slab of channels that fits
+    in the cache, the repeated passes are cache hits. CuPy runs each op across the whole GPU
+    instead: one slab there.
+    """
+    n, c, h, w = x.shape
+    if get_array_module(x) is not np:
+        return [slice(0, c)]
+    size = max(1, CACHE_BYTES // (n * h * w * x.itemsize))
+    return [slice(start, start + size) for start in range(0, c, size)]
+
+
+def _depthwise_forward(padded, weight, stride, dilation, out):
     """One kH x kW filter per channel: y[n, c] = sum over taps (i, j) of W[c, 0, i, j] x_tap[n, c].
 
-    padded: (N, C, Hp, Wp), weight: (C, 1, kH, kW) -> y: (N, C, H_out, W_out).
+    padded: (N, C, Hp, Wp), weight: (C, 1, kH, kW) -> out: (N, C, H_out, W_out), written in place.
     x_tap is the strided slice of the padded input that tap (i, j) sees (`_tap_slices`).
     """
     xp = get_array_module(padded)
-    n, c = padded.shape[:2]
+    c = padded.shape[1]
     kh, kw = weight.shape[2:]
-    y = xp.zeros((n, c) + out_size, dtype=padded.dtype)
-    term = xp.empty_like(y)  # one tap's contribution, reused
+    out[...] = 0
+    term = xp.empty_like(out)  # one tap's contribution, reused
     for i in range(kh):
         for j in range(kw):
-            rows, cols = _tap_slices(i, j, out_size, stride, dilation)
+            rows, cols = _tap_slices(i, j, out.shape[2:], stride, dilation)
             tap_weight = weight[:, 0, i, j].reshape(1, c, 1, 1)  # (C,) -> (1, C, 1, 1)
             xp.multiply(padded[:, :, rows, cols], tap_weight, out=term)
-            y += term
-    return y
+            out += term
 
 
-def _depthwise_grad_input(gy, weight, padded_size, stride, dilation):
+def _depthwise_grad_input(gy, weight, stride, dilation, out):
     """The adjoint of _depthwise_forward in x: every tap sends W[c, 0, i, j] dy back to its slice.
 
-    gy: (N, C, H_out, W_out), weight: (C, 1, kH, kW) -> g_padded: (N, C, Hp, Wp),
-    g_padded[tap slice] += W[c, 0, i, j] dy   (summed over the taps, like col2im).
+    gy: (N, C, H_out, W_out), weight: (C, 1, kH, kW) -> out: (N, C, Hp, Wp), written in place:
+    out[tap slice] += W[c, 0, i, j] dy, summed over the taps (like col2im).
     """
     xp = get_array_module(gy)
-    n, c = gy.shape[:2]
+    c = gy.shape[1]
     kh, kw = weight.shape[2:]
-    g_padded = xp.zeros((n, c) + tuple(padded_size), dtype=gy.dtype)
+    out[...] = 0
     term = xp.empty_like(gy)  # one tap's contribution, reused
     for i in range(kh):
         for j in range(kw):
             rows, cols = _tap_slices(i, j, gy.shape[2:], stride, dilation)
             tap_weight = weight[:, 0, i, j].reshape(1, c, 1, 1)  # (C,) -> (1, C, 1, 1)
             xp.multiply(gy, tap_weight, out=term)
-            g_padded[:, :, rows, cols] += term
-    return g_padded
+            out[:, :, rows, cols] += term
 
 
-def _depthwise_grad_weight(gy, padded, kernel_size, stride, dilation):
+def _depthwise_grad_weight(gy, padded, stride, dilation, out):
     """dW[c, 0, i, j] = sum over (n, p, q) of dy[n, c, p, q] x_tap[n, c, p, q].
 
-    gy: (N, C, H_out, W_out), padded: (N, C, Hp, Wp) -> gw: (C, 1, kH, kW).
+    gy: (N, C, H_out, W_out), padded: (N, C, Hp, Wp) -> out: (C, 1, kH, kW), written in place.
     """
     xp = get_array_module(gy)
-    c = gy.shape[1]
-    gw = xp.empty((c, 1) + tuple(kernel_size), dtype=gy.dtype)
+    kh, kw = out.shape[2:]
     term = xp.empty_like(gy)  # one tap's products, reused
-    for i in range(kernel_size[0]):
-        for j in range(kernel_size[1]):
+    for i in range(kh):
+        for j in range(kw):
             rows, cols = _tap_slices(i, j, gy.shape[2:], stride, dilation)
             xp.multiply(gy, padded[:, :, rows, cols], out=term)
-            gw[:, 0, i, j] = term.sum(axis=(0, 2, 3))               # (N, C, H_out, W_out) -> (C,)
-    return gw
+            out[:, 0, i, j] = term.sum(axis=(0, 2, 3))              # (N, C, H_out, W_out) -> (C,)
 
 
 # ---------------------------------------------------------------- the op
@@ -202,8 +217,11 @@ class Conv2d(Function):
         keep = self.needs_input_grad[1]  # only dW reads the input again (as columns)
         if self.depthwise:
             padded = _pad(x, self.padding)                            # (N, C, Hp, Wp)
-            self.padded_size = padded.shape[2:]
-            y = _depthwise_forward(padded, weight, self.out_size, self.stride, self.dilation)
+            y = xp.empty((n, c_out) + self.out_size, dtype=x.dtype)
+            for block in _channel_blocks(padded):
+                _depthwise_forward(padded[:, block], weight[block], self.stride, self.dilation,
+                                   out=y[:, block])
+            self.padded_shape = padded.shape
             self.padded = padded if keep else None
         else:
             col = self._columns(x)                                    # (N, G, K_g, L)
@@ -224,9 +242,10 @@ class Conv2d(Function):
         kh, kw = self.weight.shape[2:]
         g, length = self.groups, self.out_size[0] * self.out_size[1]
         if self.pointwise:
-            return x.reshape(n, g, c_in // g, length)                 # (N, C_in, H, W) -> (N, G, C_in/G, L)
-        col = im2col(x, (kh, kw), self.stride, self.padding, self.dilation)  # (N, C_in, kH, kW, H_out, W_out)
-        return col.reshape(n, g, c_in // g * kh * kw, length)        # -> (N, G, K_g, L)
+            return x.reshape(n, g, c_in // g, length)  # (N, C_in, H, W) -> (N, G, C_in/G, L)
+        # (N, C_in, H, W) -> (N, C_in, kH, kW, H_out, W_out) -> (N, G, K_g, L)
+        col = im2col(x, (kh, kw), self.stride, self.padding, self.dilation)
+        return col.reshape(n, g, c_in // g * kh * kw, length)
 
     def backward(self, gy):
         need_gx, need_gw = self.needs_input_grad[:2]
@@ -234,7 +253,8 @@ class Conv2d(Function):
         gw = self._grad_weight(gy) if need_gw else None
         if len(self.needs_input_grad) == 2:  # called without a bias
             return gx, gw
-        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None  # (N, C_out, H_out, W_out) -> (C_out,)
+        # db = dy summed over images and pixels: (N, C_out, H_out, W_out) -> (C_out,)
+        gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
         return gx, gw, gb
 
     def _grad_input(self, gy):
@@ -244,14 +264,18 @@ class Conv2d(Function):
         c_out, c_group, kh, kw = self.weight.shape
         g = self.groups
         if self.depthwise:
-            g_padded = _depthwise_grad_input(gy, self.weight, self.padded_size, self.stride, self.dilation)
+            g_padded = xp.empty(self.padded_shape, dtype=gy.dtype)   # (N, C, Hp, Wp)
+            for block in _channel_blocks(g_padded):
+                _depthwise_grad_input(gy[:, block], self.weight[block], self.stride, self.dilation,
+                                      out=g_padded[:, block])
             return _crop(g_padded, self.padding, (h, w))
-        gy_mat = gy.reshape(n, g, c_out // g, -1)                     # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
+        gy_mat = gy.reshape(n, g, c_out // g, -1)      # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
         w_mat = self.weight.reshape(g, c_out // g, c_group * kh * kw)  # (G, C_out/G, K_g)
-        gcol = xp.matmul(w_mat.swapaxes(1, 2), gy_mat)  # (G, K_g, C_out/G) @ (N, G, C_out/G, L) -> (N, G, K_g, L)
+        # (G, K_g, C_out/G) @ (N, G, C_out/G, L) -> (N, G, K_g, L)
+        gcol = xp.matmul(w_mat.swapaxes(1, 2), gy_mat)
         if self.pointwise:
-            return gcol.reshape(self.x_shape)                         # (N, G, C_in/G, L) -> (N, C_in, H, W)
-        gcol = gcol.reshape((n, c_in, kh, kw) + self.out_size)        # -> (N, C_in, kH, kW, H_out, W_out)
+            return gcol.reshape(self.x_shape)                   # (N, G, C_in/G, L) -> (N, C_in, H, W)
+        gcol = gcol.reshape((n, c_in, kh, kw) + self.out_size)  # -> (N, C_in, kH, kW, H_out, W_out)
         return col2im(gcol, (h, w), self.stride, self.padding, self.dilation)
 
     def _grad_weight(self, gy):
@@ -259,11 +283,18 @@ class Conv2d(Function):
         xp = get_array_module(gy)
         n, c_out = gy.shape[:2]
         if self.depthwise:
-            return _depthwise_grad_weight(gy, self.padded, self.weight.shape[2:], self.stride, self.dilation)
-        gy_mat = gy.reshape(n, self.groups, c_out // self.groups, -1)  # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
-        # (N, G, C_out/G, L) @ (N, G, L, K_g) -> (N, G, C_out/G, K_g), then summed over the images
-        gw = xp.matmul(gy_mat, self.col.swapaxes(2, 3)).sum(axis=0)
-        return gw.reshape(self.weight.shape)                          # (G, C_out/G, K_g) -> (C_out, C_in/G, kH, kW)
+            gw = xp.empty_like(self.weight)                           # (C, 1, kH, kW)
+            for block in _channel_blocks(self.padded):
+                _depthwise_grad_weight(gy[:, block], self.padded[:, block], self.stride, self.dilation,
+                                       out=gw[block])
+            return gw
+        # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
+        gy_mat = gy.reshape(n, self.groups, c_out // self.groups, -1)
+        # dW^T = sum_n col[n] dy[n]^T (OpenBLAS runs this orientation faster than dy col^T):
+        # (N, G, K_g, L) @ (N, G, L, C_out/G) -> (N, G, K_g, C_out/G), summed over the images
+        gw_t = xp.matmul(self.col, gy_mat.swapaxes(2, 3)).sum(axis=0)
+        # (G, K_g, C_out/G) -> (G, C_out/G, K_g) -> (C_out, C_in/G, kH, kW)
+        return gw_t.swapaxes(1, 2).reshape(self.weight.shape)
 
 
 def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
@@ -271,7 +302,8 @@ def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
     if x.ndim != 4:
         raise ValueError(f"conv2d: input must be (N, C_in, H, W), got shape {x.shape}")
     if weight.ndim != 4:
-        raise ValueError(f"conv2d: weight must be (C_out, C_in/groups, kH, kW), got shape {weight.shape}")
+        raise ValueError(f"conv2d: weight must be (C_out, C_in/groups, kH, kW), "
+                         f"got shape {weight.shape}")
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
         dtypes = f"{x.dtype}, {weight.dtype}" + ("" if bias is None else f", {bias.dtype}")
         raise TypeError(f"conv2d: input, weight and bias must share one dtype, got {dtypes}")
@@ -285,15 +317,17 @@ def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
                          f"(C_in/groups={c_group}, groups={groups}), but the input has {c_in}")
     if bias is not None and bias.shape != (c_out,):
         raise ValueError(f"conv2d: bias must have shape ({c_out},), got {bias.shape}")
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    dilation = _pair(dilation, "dilation")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
         raise ValueError(f"conv2d: need stride >= 1, dilation >= 1 and padding >= 0, got "
                          f"stride={stride}, dilation={dilation}, padding={padding}")
     out_h = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     out_w = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
     if out_h < 1 or out_w < 1:
-        raise ValueError(f"conv2d: output size {out_h}x{out_w} is empty: input {h}x{w}, padding {padding} "
-                         f"is smaller than the dilated kernel {dilation[0] * (kh - 1) + 1}x{dilation[1] * (kw - 1) + 1}")
+        kernel = f"{dilation[0] * (kh - 1) + 1}x{dilation[1] * (kw - 1) + 1}"
+        raise ValueError(f"conv2d: output size {out_h}x{out_w} is empty: input {h}x{w} with padding "
+                         f"{padding} is smaller than the dilated kernel {kernel}")
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
