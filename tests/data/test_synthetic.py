@@ -1,4 +1,5 @@
 """The synthetic VOC: deterministic bytes, VOC layout read back by the VOC loader, caching."""
+import colorsys
 import json
 import os
 
@@ -7,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tinyseg.data import DataError, build_dataset, ensure_synthetic, voc_palette
-from tinyseg.data.synthetic import class_appearance, main, make_sample, void_borders
+from tinyseg.data.synthetic import class_appearance, hsv_to_rgb, main, make_sample, void_borders
 
 SMALL = dict(num_train=6, num_val=3, size=(48, 40))
 
@@ -125,3 +126,27 @@ def test_class_is_written_in_its_hue_and_tone():
             assert abs(value.mean() - brightness) < 0.1, label
             checked.add(label)
     assert len(checked) >= 15
+
+
+def test_hsv_to_rgb_matches_colorsys():
+    rng = np.random.default_rng(0)
+    h, s, v = rng.uniform(0, 1, (3, 4, 6))
+    expected = [[colorsys.hsv_to_rgb(h[i, j], s[i, j], v[i, j]) for j in range(6)] for i in range(4)]
+    np.testing.assert_allclose(hsv_to_rgb(h, s, v), np.array(expected), atol=1e-12)
+
+
+def test_light_and_dark_classes_of_the_same_hue_differ_in_brightness(tmp_path):
+    root = ensure_synthetic(str(tmp_path / "s"), num_train=40, num_val=1, size=(64, 48), seed=0)
+    dataset = build_dataset("synthetic", root, "train")
+    total, count = np.zeros(21), np.zeros(21)
+    for i in range(len(dataset)):
+        image, mask = dataset[i]
+        brightness = image.max(axis=2).astype(np.float64)  # HSV value
+        for label in range(1, 21):
+            total[label] += brightness[mask == label].sum()
+            count[label] += (mask == label).sum()
+    mean = total / np.maximum(count, 1)
+    light, dark = mean[1:11], mean[11:21]
+    seen = (count[1:11] > 0) & (count[11:21] > 0)
+    assert seen.sum() >= 5
+    assert (light[seen] - dark[seen] > 50).all(), (light, dark)

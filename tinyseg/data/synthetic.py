@@ -35,6 +35,7 @@ from .base import DataError, IGNORE_INDEX
 from .voc import VOC_CLASSES, voc_palette
 
 MARKER = "synthetic.json"
+GENERATOR_VERSION = 2  # bumped whenever the images change, so that old caches are regenerated
 SPLIT_CODES = {"train": 0, "val": 1}
 TONES = (0.85, 0.45)
 TEXTURES = ("stripes", "checker")
@@ -88,6 +89,21 @@ def void_borders(labels, radius=VOID_RADIUS):
     return mask
 
 
+def hsv_to_rgb(hue, saturation, value):
+    """HSV arrays in [0, 1] (H, W) -> RGB (H, W, 3) in [0, 1], the textbook hexcone formula.
+
+    (Pillow's HSV -> RGB conversion drops the value channel, so tinyseg does it itself.)
+    """
+    sector = np.floor(hue * 6).astype(int) % 6      # which 60-degree sector of the colour wheel
+    fraction = hue * 6 - np.floor(hue * 6)
+    p = value * (1 - saturation)
+    q = value * (1 - saturation * fraction)
+    t = value * (1 - saturation * (1 - fraction))
+    choices = [(value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q)]
+    channels = [np.choose(sector, [c[k] for c in choices]) for k in range(3)]
+    return np.stack(channels, axis=-1)
+
+
 def make_sample(rng, width, height):
     """One synthetic sample: image np.uint8 (H, W, 3) RGB and mask np.uint8 (H, W)."""
     yy, xx = np.mgrid[0:height, 0:width]  # (H, W) integer pixel coordinates
@@ -107,11 +123,8 @@ def make_sample(rng, width, height):
         saturation[region] = rng.uniform(0.65, 0.9)
         value[region] = (brightness + 0.24 * (pattern[region] - 0.5)) * rng.uniform(0.9, 1.1)
         labels[region] = label
-    hsv = np.stack([hue, saturation, np.clip(value, 0, 1)], axis=-1)  # (H, W, 3) in [0, 1]
-    hsv_bytes = np.round(hsv * 255).astype(np.uint8)  # Pillow stores H, S and V as 0..255
-    channels = [Image.fromarray(hsv_bytes[..., c]) for c in range(3)]
-    rgb = Image.merge("HSV", channels).convert("RGB")
-    noisy = np.asarray(rgb, dtype=np.float64) + rng.normal(0, 8, size=(height, width, 3))
+    rgb = hsv_to_rgb(hue, saturation, np.clip(value, 0, 1)) * 255  # (H, W, 3)
+    noisy = rgb + rng.normal(0, 8, size=(height, width, 3))
     image = np.clip(np.round(noisy), 0, 255).astype(np.uint8)
     return image, void_borders(labels)
 
@@ -169,7 +182,7 @@ def ensure_synthetic(root, num_train=300, num_val=60, size=(160, 120), seed=0):
     left by an interrupted run is generated again. A root holding a VOCdevkit/ that has no
     marker at all (real data, say) is refused rather than overwritten.
     """
-    params = {"num_train": int(num_train), "num_val": int(num_val),
+    params = {"version": GENERATOR_VERSION, "num_train": int(num_train), "num_val": int(num_val),
               "size": [int(size[0]), int(size[1])], "seed": int(seed)}
     if num_train < 1 or num_val < 1 or min(params["size"]) < 8:
         raise DataError(f"synthetic data needs num_train, num_val >= 1 and a size of at least "
