@@ -1,0 +1,88 @@
+"""Evaluate a checkpoint: mIoU (over present classes), pixel accuracy and per-class IoU.
+
+    python evaluate.py --checkpoint runs/RUN/best.npz [--dataset voc --data-root PATH --split val]
+        [--scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip] [--save-dir DIR] [--json PATH]
+
+Dataset, data root and split default to those the run was trained with (its config.json).
+"""
+import argparse
+import json
+import os
+import sys
+
+from tinyseg.backend import BackendError, get_backend
+from tinyseg.data import DATASET_NAMES, DataError, build_dataset
+from tinyseg.evaluation import Progress, evaluate, format_report, save_prediction
+from tinyseg.nn import StateDictError
+from tinyseg.training import model_from_checkpoint
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="a .npz written by train.py")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    p.add_argument("--dataset", default=None, choices=DATASET_NAMES)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--split", default="val")
+    p.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    p.add_argument("--flip", action="store_true", help="also average over left-right flips")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--save-dir", default=None, help="write prediction PNGs and image|truth|prediction panels")
+    p.add_argument("--json", default=None, help="write the summary as JSON")
+    return p.parse_args(argv)
+
+
+def run_settings(checkpoint):
+    """The training settings saved beside the checkpoint (config.json), or {}."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        scales = [float(s) for s in args.scales.split(",") if s.strip()]
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"--scales must be positive numbers, got {args.scales!r}")
+        xp = get_backend(args.backend)
+        model, meta = model_from_checkpoint(args.checkpoint)
+        trained = run_settings(args.checkpoint)
+        name = args.dataset or trained.get("dataset")
+        root = args.data_root or trained.get("data_root")
+        if name is None or root is None:
+            raise DataError("no dataset known for this checkpoint: pass --dataset and --data-root")
+        dataset = build_dataset(name, root, args.split)
+        if dataset.num_classes != model.num_classes:
+            raise ValueError(f"{args.checkpoint} predicts {model.num_classes} classes, "
+                             f"{name} has {dataset.num_classes}")
+        model.to("cuda" if xp.__name__ == "cupy" else "cpu")
+        on_prediction = None
+        if args.save_dir:
+            def on_prediction(i, image, mask, prediction):
+                save_prediction(args.save_dir, dataset.ids[i], image, mask, prediction, dataset.palette)
+        confusion = evaluate(model, dataset, xp, scales=scales, flip=args.flip,
+                             max_images=args.max_images, progress=Progress("evaluating"),
+                             on_prediction=on_prediction)
+    except KeyboardInterrupt:
+        return 130
+    except (BackendError, DataError, StateDictError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_report(confusion, dataset.class_names))
+    if args.json:
+        ious = confusion.per_class_iou()
+        summary = dict(miou=confusion.miou(), pixel_acc=confusion.pixel_accuracy(),
+                       per_class_iou={n: (None if v != v else float(v)) for n, v in zip(dataset.class_names, ious)},
+                       num_images=len(dataset) if args.max_images is None else min(args.max_images, len(dataset)), checkpoint=args.checkpoint,
+                       dataset=name, data_root=root, split=args.split, scales=scales,
+                       flip=args.flip, iteration=meta.get("iteration"))
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

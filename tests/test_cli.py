@@ -1,0 +1,241 @@
+"""train.py and evaluate.py end to end, through the real command lines, on tiny generated data."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinyseg import nn
+from tinyseg.data import ensure_synthetic
+from tinyseg.training import load_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model", "tiny_resnet", "--output-stride", "8", "--batch-size", "2", "--crop", "48", "--workers", "1",
+        "--log-every", "1", "--val-images", "2"]
+
+
+def run(script, *args, timeout=300, env=None):
+    """Run a command-line script of the repository; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=None if env is None else {**os.environ, **env})
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A small generated VOC-layout dataset (12 train, 3 val images of 64x48)."""
+    return ensure_synthetic(str(tmp_path_factory.mktemp("synthetic")), num_train=12, num_val=3,
+                            size=(64, 48), seed=3)
+
+
+@pytest.fixture(scope="module")
+def projection(tiny_data, tmp_path_factory):
+    """W fitted once by `python -m tinyseg.pca`, given to the runs that do not test the fit."""
+    path = tmp_path_factory.mktemp("pca") / "W.npz"
+    result = subprocess.run([sys.executable, "-m", "tinyseg.pca", "--dataset", "synthetic",
+                             "--data-root", tiny_data, "--split", "train", "--ratio", "8",
+                             "--dim", "64", "--out", path], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data, tmp_path_factory):
+    """A finished 4-iteration run, shared by the evaluation tests."""
+    out = tmp_path_factory.mktemp("run")
+    result = run("train.py", "--data-root", tiny_data, "--out", out, "--iters", 4,
+                 "--val-every", 2, "--ckpt-every", 2, *TINY)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_train_writes_the_run_folder(trained_run):
+    out, result = trained_run
+    for name in ("config.json", "projection.npz", "last.npz", "best.npz", "log.jsonl", "curves.png"):
+        assert (out / name).exists(), name
+    assert "iter 4/4 loss" in result.stdout and " T " in result.stdout and "ETA" in result.stdout
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert sum("val_miou" in r for r in records) == 2
+    _, _, meta = load_checkpoint(str(out / "last.npz"))
+    assert meta["iteration"] == 4 and meta["config"]["backbone"] == "tiny_resnet"
+    Image.open(out / "curves.png").verify()
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_data, projection, tmp_path):
+    args = ["--data-root", tiny_data, "--projection", projection, "--iters", 6, "--val-every", 0, "--ckpt-every", 100, *TINY]
+    # One BLAS thread: a multithreaded GEMM may sum in a different order from run to run,
+    # which a tiny batch-2 network amplifies; this test is about the state a resume restores.
+    single = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    straight = run("train.py", "--out", tmp_path / "straight", *args, env=single)
+    assert straight.returncode == 0, straight.stderr
+    first = run("train.py", "--out", tmp_path / "split", "--stop-at", 3, *args, env=single)
+    assert first.returncode == 0, first.stderr
+    assert load_checkpoint(str(tmp_path / "split" / "last.npz"))[2]["iteration"] == 3
+    second = run("train.py", "--out", tmp_path / "split", "--resume", env=single)
+    assert second.returncode == 0, second.stderr
+    assert "resumed" in second.stdout
+    a = nn.load(tmp_path / "straight" / "last.npz")
+    b = nn.load(tmp_path / "split" / "last.npz")
+    assert set(a) == set(b)
+    # Equal up to float32 rounding (NumPy's SIMD sums may round differently from one process
+    # to the next); a state that was not restored (momentum, BN statistics, T, the data order)
+    # differs by orders of magnitude more after the three resumed steps.
+    for key in a:
+        if key.startswith("model."):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-4, err_msg=key)
+        elif key.startswith("optim."):  # velocities: gradients summed over steps, noisier
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-2, atol=1e-3, err_msg=key)
+    losses = [[r["loss"] for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines())
+               if "loss" in r] for run in ("straight", "split")]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_data, projection, tmp_path):
+    out = tmp_path / "killed"
+    args = ["--data-root", tiny_data, "--out", out, "--projection", projection,
+            "--iters", 400, "--val-every", 0, "--ckpt-every", 1, *TINY]
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "train.py"), *map(str, args)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            line = process.stdout.readline()
+            if line.startswith("iter 3/"):
+                break
+        else:
+            pytest.fail("training did not reach iteration 3")
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    _, _, meta = load_checkpoint(str(out / "last.npz"))  # intact despite the kill
+    assert meta["iteration"] >= 2
+    resumed = run("train.py", "--out", out, "--resume", "--stop-at", meta["iteration"] + 2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(str(out / "last.npz"))[2]["iteration"] == meta["iteration"] + 2
+
+
+def test_evaluate_prints_miou_and_writes_json_and_pictures(trained_run, tmp_path):
+    out, _ = trained_run
+    result = run("evaluate.py", "--checkpoint", out / "best.npz", "--split", "val",
+                 "--scales", "0.75,1.0", "--flip", "--save-dir", tmp_path / "pictures",
+                 "--json", tmp_path / "summary.json")
+    assert result.returncode == 0, result.stderr
+    assert "mIoU" in result.stdout and "pixel acc." in result.stdout and "aeroplane" in result.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["num_images"] == 3 and 0 <= summary["miou"] <= 1
+    assert summary["scales"] == [0.75, 1.0] and summary["flip"] is True
+    assert len(summary["per_class_iou"]) == 21
+    pictures = sorted(os.listdir(tmp_path / "pictures"))
+    assert len(pictures) == 6  # a prediction and a panel per image
+    for name in pictures:
+        with Image.open(tmp_path / "pictures" / name) as picture:
+            picture.verify()
+    with Image.open(tmp_path / "pictures" / "val_00000_panel.png") as panel:
+        assert panel.size == (3 * 64, 48)
+    with Image.open(tmp_path / "pictures" / "val_00000.png") as prediction:
+        assert prediction.mode == "P" and prediction.size == (64, 48)
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_data_root_is_one_clear_line(tmp_path):
+    result = run("train.py", "--dataset", "voc", "--data-root", tmp_path / "nowhere", "--out", tmp_path / "r")
+    one_line_error(result, "nowhere")
+
+
+def test_missing_split_file_is_one_clear_line(tiny_data, tmp_path):
+    result = run("train.py", "--data-root", tiny_data, "--split", "nosuchsplit", "--out", tmp_path / "r", *TINY)
+    one_line_error(result, "nosuchsplit.txt")
+
+
+def copy_dataset(source, target):
+    import shutil
+    shutil.copytree(source, target)
+    return target / "VOCdevkit" / "VOC2012"
+
+
+def test_corrupt_image_names_the_file(tiny_data, projection, tmp_path):
+    voc = copy_dataset(tiny_data, tmp_path / "data")
+    image = voc / "JPEGImages" / "train_00000.jpg"
+    image.write_bytes(image.read_bytes()[:200])
+    result = run("train.py", "--data-root", tmp_path / "data", "--projection", projection,
+                 "--out", tmp_path / "r", "--iters", 20,
+                 "--val-every", 0, *TINY)
+    one_line_error(result, "train_00000.jpg")
+
+
+def test_bad_mask_values_name_the_file(tiny_data, tmp_path):
+    voc = copy_dataset(tiny_data, tmp_path / "data")
+    mask_path = voc / "SegmentationClass" / "train_00001.png"
+    with Image.open(mask_path) as mask:
+        values = np.array(mask)
+        palette = mask.getpalette()
+    values[5, 5] = 40
+    broken = Image.fromarray(values, mode="P")
+    broken.putpalette(palette)
+    broken.save(mask_path)
+    result = run("train.py", "--data-root", tmp_path / "data", "--out", tmp_path / "r", "--iters", 20,
+                 "--val-every", 0, *TINY)
+    one_line_error(result, "train_00001.png", "40")
+
+
+def test_image_mask_size_mismatch_names_both_files(tiny_data, projection, tmp_path):
+    voc = copy_dataset(tiny_data, tmp_path / "data")
+    image_path = voc / "JPEGImages" / "train_00002.jpg"
+    with Image.open(image_path) as image:
+        image.resize((30, 20)).save(image_path)
+    result = run("train.py", "--data-root", tmp_path / "data", "--projection", projection,
+                 "--out", tmp_path / "r", "--iters", 20,
+                 "--val-every", 0, *TINY)
+    one_line_error(result, "train_00002.jpg", "train_00002.png")
+
+
+def test_empty_split_is_one_clear_line(tiny_data, tmp_path):
+    voc = copy_dataset(tiny_data, tmp_path / "data")
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("")
+    result = run("train.py", "--data-root", tmp_path / "data", "--out", tmp_path / "r", *TINY)
+    one_line_error(result, "train.txt")
+
+
+def test_checkpoint_of_another_architecture_is_refused(trained_run, tmp_path):
+    out, _ = trained_run
+    state = nn.load(out / "last.npz")
+    meta = json.loads(str(state["meta"]))
+    meta["config"]["head_channels"] = 16  # a narrower ASPP than the weights were trained for
+    state["meta"] = np.array(json.dumps(meta))
+    nn.save(state, tmp_path / "other.npz")
+    result = run("evaluate.py", "--checkpoint", tmp_path / "other.npz", "--data-root", out, "--dataset", "voc")
+    one_line_error(result, "other.npz", "mis-shaped")
+    result = run("evaluate.py", "--checkpoint", out / "projection.npz")
+    one_line_error(result, "not a tinyseg checkpoint")
+
+
+def test_cupy_backend_without_cupy_is_one_clear_line(tmp_path):
+    from tinyseg.backend import cupy_available
+    if cupy_available():
+        pytest.skip("this machine has CuPy and a GPU: the error cannot happen here")
+    result = run("train.py", "--backend", "cupy", "--out", tmp_path / "r")
+    one_line_error(result, "cupy")
+
+
+def test_diverging_loss_stops_with_a_clear_message(tiny_data, projection, tmp_path):
+    result = run("train.py", "--data-root", tiny_data, "--projection", projection,
+                 "--out", tmp_path / "r", "--iters", 50,
+                 "--lr", "1e12", "--val-every", 0, "--ckpt-every", 1, *TINY)
+    one_line_error(result, "loss became", "last good checkpoint")
+    _, _, meta = load_checkpoint(str(tmp_path / "r" / "last.npz"))
+    assert meta["iteration"] >= 1

@@ -1,0 +1,147 @@
+"""Evaluation: multi-scale + flip prediction, mIoU over a dataset, and pictures to look at.
+
+The paper's test protocol averages class probabilities over several input scales
+(0.5 ... 1.75) and their left-right flips, then takes the argmax at the original resolution:
+
+    P(c | pixel) = mean over (scale, flip) of  resize_back(softmax(model(resize(image, scale))))
+
+mIoU is then read from a confusion matrix accumulated over the whole split (tinyseg.metrics).
+"""
+import os
+import time
+
+import numpy as np
+from PIL import Image
+
+from . import functional as F
+from .autograd import Tensor, no_grad
+from .backend import to_numpy
+from .data import EvalTransform
+from .metrics import ConfusionMatrix
+
+
+def class_probabilities(model, images):
+    """images (N, 3, H, W) array -> class probabilities (N, C, H, W) array, on the same backend.
+
+    The DUpsampling model already returns log softmax(z / T) (Eq. 6); the others return
+    logits, to which softmax is applied here.
+    """
+    scores = model(Tensor(images))
+    if model.temperature is not None:
+        return F.exp(scores).data
+    return F.softmax(scores, dim=1).data
+
+
+def predict(model, image, scales=(1.0,), flip=False):
+    """image (3, H, W) normalised array -> probabilities (C, H, W), averaged over scales and flips.
+
+    Each scaled copy is resized bilinearly (align_corners=False), run through the model, and
+    its probabilities resized back to (H, W). Call under no_grad() with the model in eval mode.
+    """
+    height, width = image.shape[1:]
+    batch = Tensor(image[None])                                         # (1, 3, H, W)
+    total = None
+    for scale in scales:
+        size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
+        scaled = batch if size == (height, width) else F.interpolate(batch, size=size, mode="bilinear")
+        views = [scaled.data]
+        if flip:
+            views.append(scaled.data[:, :, :, ::-1].copy())             # left-right mirror
+        for k, view in enumerate(views):
+            probs = class_probabilities(model, view)                    # (1, C, h, w)
+            if k == 1:
+                probs = probs[:, :, :, ::-1].copy()                     # mirror back
+            if probs.shape[2:] != (height, width):
+                probs = F.interpolate(Tensor(probs), size=(height, width), mode="bilinear").data
+            total = probs if total is None else total + probs
+    return total[0] / (len(scales) * (2 if flip else 1))
+
+
+def evaluate(model, dataset, xp, scales=(1.0,), flip=False, max_images=None, progress=None,
+             on_prediction=None):
+    """Score `model` on `dataset` image by image at the original resolution.
+
+    Returns a ConfusionMatrix. `progress(done, total)` is called after each image;
+    `on_prediction(index, image_uint8, mask, prediction)` lets the caller save pictures.
+    """
+    transform = EvalTransform()
+    total = len(dataset) if max_images is None else min(max_images, len(dataset))
+    confusion = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            for i in range(total):
+                image, mask = dataset[i]                                 # (H, W, 3) uint8, (H, W)
+                normalised, _ = transform(image, mask)                   # (3, H, W) float32
+                probs = predict(model, xp.asarray(normalised), scales, flip)
+                prediction = to_numpy(probs.argmax(axis=0)).astype(np.uint8)   # (H, W)
+                confusion.update(prediction, mask)
+                if on_prediction is not None:
+                    on_prediction(i, image, mask, prediction)
+                if progress is not None:
+                    progress(i + 1, total)
+    finally:
+        model.train(was_training)
+    return confusion
+
+
+# ---------------------------------------------------------------- pictures
+def colorize(mask, palette):
+    """(H, W) class ids -> palette ("P") PIL image; void (255) keeps the palette's colour 255."""
+    picture = Image.fromarray(mask.astype(np.uint8), mode="P")
+    picture.putpalette(np.asarray(palette, np.uint8).reshape(-1).tolist())  # (256, 3) -> flat RGB list
+    return picture
+
+
+def save_prediction(save_dir, name, image, mask, prediction, palette):
+    """Write NAME.png (the prediction as a palette PNG, loadable as labels) and
+    NAME_panel.png (image | ground truth | prediction, side by side)."""
+    os.makedirs(save_dir, exist_ok=True)
+    colorize(prediction, palette).save(os.path.join(save_dir, f"{name}.png"))
+    height, width = mask.shape
+    panel = Image.new("RGB", (3 * width, height))
+    panel.paste(Image.fromarray(image), (0, 0))
+    panel.paste(colorize(mask, palette).convert("RGB"), (width, 0))
+    panel.paste(colorize(prediction, palette).convert("RGB"), (2 * width, 0))
+    panel.save(os.path.join(save_dir, f"{name}_panel.png"))
+
+
+def format_report(confusion, class_names):
+    """A printable table: per-class IoU ('-' for classes absent from truth and prediction),
+    then mIoU and pixel accuracy."""
+    ious = confusion.per_class_iou()
+    width = max(len(n) for n in class_names)
+    lines = [f"{'class':<{width}}  IoU"]
+    for name, iou in zip(class_names, ious):
+        lines.append(f"{name:<{width}}  {'-' if np.isnan(iou) else f'{100 * iou:5.2f}'}")
+    lines.append(f"{'mIoU':<{width}}  {100 * confusion.miou():5.2f}")
+    lines.append(f"{'pixel acc.':<{width}}  {100 * confusion.pixel_accuracy():5.2f}")
+    return "\n".join(lines)
+
+
+class Progress:
+    """A one-line progress printer with rate and ETA, printing at most every `every` seconds."""
+
+    def __init__(self, label, every=2.0, stream=None):
+        self.label, self.every, self.stream = label, every, stream
+        self.start = self.last = time.time()
+
+    def __call__(self, done, total):
+        now = time.time()
+        if now - self.last < self.every and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        print(f"{self.label}: {done}/{total} ({rate:.1f}/s, ETA {format_seconds(eta)})",
+              file=self.stream, flush=True)
+
+
+def format_seconds(seconds):
+    if seconds == float("inf"):
+        return "?"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+

@@ -1,0 +1,145 @@
+"""Train a segmentation network: `python train.py` (defaults: a quick run on generated data).
+
+    python train.py --backend cupy --dataset voc --data-root /data --model resnet50 \
+        --decoder dupsampling --output-stride 16 --fuse b1u2c3 --dim 64 --iters 30000 \
+        --batch-size 16 --lr 0.007 --crop 512
+
+Without --data-root on the synthetic dataset, a generated dataset in the VOC layout is written
+once to ./data-cache/synthetic and read back through the VOC loader. See tinyseg/training.py.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from tinyseg.backend import BackendError, get_backend
+from tinyseg.data import DATASET_NAMES, DataError, ensure_synthetic
+from tinyseg.data.synthetic import read_marker
+from tinyseg.nn import StateDictError
+from tinyseg.training import TrainingError, plot_curves, train
+
+DEFAULT_SYNTHETIC_ROOT = os.path.join("data-cache", "synthetic")
+# what --resume may change; every other setting comes from the run's config.json
+RESUMABLE = {"resume", "backend", "workers", "stop_at", "log_every", "val_every", "ckpt_every", "val_images"}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    p.add_argument("--dataset", default="synthetic", choices=DATASET_NAMES)
+    p.add_argument("--data-root", default=None,
+                   help="folder holding VOCdevkit/ (or VOCdevkit/VOC2012 itself); synthetic: "
+                        f"where to generate it (default {DEFAULT_SYNTHETIC_ROOT})")
+    p.add_argument("--split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--model", default="tiny_resnet",
+                   help="resnet50, resnet101, xception65, tiny_resnet, tiny_xception")
+    p.add_argument("--decoder", default="dupsampling", choices=["dupsampling", "deeplabv3plus", "bilinear"])
+    p.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32],
+                   help="also DUpsampling's ratio r; the paper uses 16 or 32 on 512x512 crops, "
+                        "the quick default 8 suits the 160x120 generated images")
+    p.add_argument("--fuse", default=None,
+                   help="comma-separated features to fuse, e.g. conv1_3,b3u6c3 ('' for none; "
+                        "default: b1u2c3 for ResNet, efb2u1c2 for Xception)")
+    p.add_argument("--dim", type=int, default=64, help="C~, channels DUpsampling decodes from")
+    p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "regression"])
+    p.add_argument("--temperature", default="learned", choices=["learned", "fixed"])
+    p.add_argument("--projection", default=None, help="W/mean .npz from tinyseg.pca (default: fit and cache in --out)")
+    p.add_argument("--pretrained", default=None, help="ImageNet backbone weights: .pth, .safetensors or .npz (torchvision ResNet / timm xception65 names)")
+    p.add_argument("--iters", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.02, help="the paper: 0.007 from ImageNet weights")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--scale-min", type=float, default=0.5)
+    p.add_argument("--scale-max", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="background threads loading batches")
+    p.add_argument("--out", default=None, help="run folder (default runs/<date-time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.npz")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop (with a checkpoint) at this iteration, to continue later with --resume")
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--val-every", type=int, default=500, help="0: no validation")
+    p.add_argument("--val-images", type=int, default=None, help="validate on the first N images only")
+    p.add_argument("--ckpt-every", type=int, default=250)
+    return p
+
+
+def parse_args(argv=None):
+    """The options, plus `args.given`: the names of those set on the command line."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    explicit = build_parser()
+    for action in explicit._actions:
+        action.default = argparse.SUPPRESS  # so that only options typed by the user remain
+    args.given = set(vars(explicit.parse_args(argv)))
+    if args.resume and not args.out:
+        p.error("--resume needs --out RUN_DIR (the run to continue)")
+    for name in ("iters", "batch_size", "log_every", "ckpt_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def settings_from(args):
+    settings = dict(vars(args))
+    given = settings.pop("given")
+    settings["fuse"] = None if args.fuse is None else [f for f in args.fuse.split(",") if f]
+    settings["scale_range"] = (settings.pop("scale_min"), settings.pop("scale_max"))
+    if settings["out"] is None:
+        settings["out"] = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    config_path = os.path.join(settings["out"], "config.json")
+    if args.resume:
+        if not os.path.exists(config_path):
+            raise TrainingError(f"cannot resume: {config_path} not found (is --out the run folder?)")
+        with open(config_path) as f:
+            saved = json.load(f)
+        saved.update({k: v for k, v in settings.items() if k in RESUMABLE and k in given})
+        saved["resume"], saved["stop_at"] = True, settings["stop_at"]  # this invocation's only
+        return saved
+    if args.dataset == "synthetic" and args.data_root is None:
+        settings["data_root"] = DEFAULT_SYNTHETIC_ROOT
+    if settings["data_root"] is None:
+        raise DataError(f"--dataset {args.dataset} needs --data-root (the folder holding the data)")
+    os.makedirs(settings["out"], exist_ok=True)
+    with open(config_path, "w") as f:
+        json.dump(settings, f, indent=1)
+    return settings
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        xp = get_backend(args.backend)
+        settings = settings_from(args)
+        if settings["dataset"] == "synthetic" and read_marker(settings["data_root"]) is None:
+            ensure_synthetic(settings["data_root"])  # first use: generate it (a few seconds)
+        print(f"run folder: {settings['out']}", flush=True)
+        # A diverging run is stopped with a clear message when its loss is no longer finite;
+        # NumPy's overflow warnings on the way there would only add noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result = train(settings, xp)
+    except KeyboardInterrupt:
+        return 130
+    except (BackendError, DataError, TrainingError, StateDictError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    log_path = os.path.join(settings["out"], "log.jsonl")
+    try:
+        print(f"curves: {plot_curves(log_path, os.path.join(settings['out'], 'curves.png'))}")
+    except RuntimeError as error:
+        print(f"no curves: {error}")
+    best = f", best val mIoU {100 * result['best_miou']:.2f}%" if result["best_miou"] >= 0 else ""
+    print(f"done: {result['iteration']} iterations, final loss {result['loss']:.4f}{best}; "
+          f"checkpoints in {settings['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
