@@ -30,11 +30,11 @@ from ..autograd import Function
 from ..backend import get_array_module
 
 
-def _pair(value, name):
-    """An int or a pair of ints as a pair (height, width)."""
+def as_pair(value, name):
+    """An int or a pair of ints as a pair (height, width); shared by the conv and pooling ops."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
-        raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return int(pair[0]), int(pair[1])
 
 
@@ -75,9 +75,9 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     Reshaped to (N, C kH kW, H_out W_out) it is the right operand of the forward GEMM.
     """
     xp = get_array_module(x)
-    kh, kw = _pair(kernel_size, "kernel_size")
-    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
-    dilation = _pair(dilation, "dilation")
+    kh, kw = as_pair(kernel_size, "kernel_size")
+    stride, padding = as_pair(stride, "stride"), as_pair(padding, "padding")
+    dilation = as_pair(dilation, "dilation")
     n, c, h, w = x.shape
     out_size = (conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
                 conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
@@ -98,8 +98,8 @@ def col2im(col, input_size, stride=1, padding=0, dilation=1):
     """
     xp = get_array_module(col)
     n, c, kh, kw, oh, ow = col.shape
-    (h, w), stride = input_size, _pair(stride, "stride")
-    (ph, pw), dilation = _pair(padding, "padding"), _pair(dilation, "dilation")
+    (h, w), stride = input_size, as_pair(stride, "stride")
+    (ph, pw), dilation = as_pair(padding, "padding"), as_pair(dilation, "dilation")
     padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -201,8 +201,8 @@ class Conv2d(Function):
     """
 
     def __init__(self, stride=1, padding=0, dilation=1, groups=1):
-        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding")
-        self.dilation, self.groups = _pair(dilation, "dilation"), groups
+        self.stride, self.padding = as_pair(stride, "stride"), as_pair(padding, "padding")
+        self.dilation, self.groups = as_pair(dilation, "dilation"), groups
 
     def forward(self, x, weight, bias=None):
         xp = get_array_module(x)
@@ -317,8 +317,8 @@ def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
                          f"(C_in/groups={c_group}, groups={groups}), but the input has {c_in}")
     if bias is not None and bias.shape != (c_out,):
         raise ValueError(f"conv2d: bias must have shape ({c_out},), got {bias.shape}")
-    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
-    dilation = _pair(dilation, "dilation")
+    stride, padding = as_pair(stride, "stride"), as_pair(padding, "padding")
+    dilation = as_pair(dilation, "dilation")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
         raise ValueError(f"conv2d: need stride >= 1, dilation >= 1 and padding >= 0, got "
                          f"stride={stride}, dilation={dilation}, padding={padding}")

@@ -17,23 +17,16 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
-
-
-def _pair(value, name):
-    """An int or a pair of ints -> (value for H, value for W)."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
+from .conv import as_pair
 
 
 def _pool_geometry(shape, kernel_size, stride, padding, op):
     """Check a pooling op's arguments for an input shape; return kernel, stride, padding, out size."""
     if len(shape) != 4:
         raise ValueError(f"{op} expects a 4-D input (N, C, H, W), got shape {tuple(shape)}")
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
+    kernel = as_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else as_pair(stride, "stride")
+    padding = as_pair(padding, "padding")
     if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
         raise ValueError(f"{op}: kernel_size {kernel} and stride {stride} must be positive, "
                          f"padding {padding} non-negative")
@@ -170,7 +163,7 @@ class AdaptiveAvgPool2d(Function):
         if x.ndim != 4:
             raise ValueError(f"adaptive_avg_pool2d expects a 4-D input (N, C, H, W), "
                              f"got shape {x.shape}")
-        ho, wo = _pair(self.output_size, "output_size")
+        ho, wo = as_pair(self.output_size, "output_size")
         if ho < 1 or wo < 1:
             raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, "
                              f"got {self.output_size!r}")

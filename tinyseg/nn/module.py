@@ -174,29 +174,6 @@ class Module:
         return "\n".join(lines) + ")" if self._modules else f"{type(self).__name__}()"
 
 
-class Sequential(Module):
-    """Modules applied one after another; children are named "0", "1", ..."""
-
-    def __init__(self, *modules):
-        super().__init__()
-        for i, m in enumerate(modules):
-            setattr(self, str(i), m)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
-
-    def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
-        return x
-
-
 class ModuleList(Module):
     """A list of Modules whose state is registered (named "0", "1", ...)."""
 
@@ -216,6 +193,18 @@ class ModuleList(Module):
 
     def __getitem__(self, i):
         return list(self._modules.values())[i]
+
+
+class Sequential(ModuleList):
+    """Modules applied one after another: Sequential(conv, bn, relu)(x) = relu(bn(conv(x)))."""
+
+    def __init__(self, *modules):
+        super().__init__(modules)
+
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x
 
 
 def save(state, path):
