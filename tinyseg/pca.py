@@ -166,13 +166,15 @@ def block_order(ratio, num_classes):
 class BlockMoments:
     """Running count, sum and second moment of the one-hot block vectors, in float64.
 
-    `update(mask)` adds one label map; blocks are buffered and folded in by chunks of about
-    `chunk_pixels` pixels (the per-pair matmuls are then large enough to be efficient).
+    `update(mask)` adds one label map; its blocks (uint8 labels) are buffered and folded in
+    by chunks of about `chunk_pixels` pixels (16 MB by default, ~45 VOC images): few, large
+    matmuls rather than thousands of small ones, which run slowly on a busy machine where
+    each multi-threaded BLAS call waits for its slowest thread.
     The statistics are kept in class-major order, index c*r*r + p.
     """
 
     def __init__(self, num_classes, ratio, void="nearest", ignore_index=IGNORE_INDEX,
-                 chunk_pixels=1 << 22):
+                 chunk_pixels=1 << 24):
         if void not in VOID_MODES:
             raise ValueError(f"void must be one of {VOID_MODES}, got {void!r}")
         if int(ratio) != ratio or ratio < 1 or int(num_classes) != num_classes or num_classes < 1:
@@ -209,23 +211,31 @@ class BlockMoments:
         blocks = np.concatenate(self._buffer)  # (B, r*r)
         self._buffer, self._buffered = [], 0
         self.count += len(blocks)
-        classes = np.arange(self.num_classes)
+        num_classes, pixels = self.num_classes, self.ratio * self.ratio
         single = (blocks == blocks[:, :1]).all(axis=1)  # all-void blocks were dropped before
-        uniform = np.bincount(blocks[single, 0], minlength=self.num_classes)  # (C,)
+        uniform = np.bincount(blocks[single, 0], minlength=num_classes)  # (C,)
         self.uniform += uniform
         self.sum += uniform[:, None]  # a block of class c adds ones to the whole row c
-        mixed = blocks[~single]
-        masks = mixed[:, None, :] == classes[None, :, None]  # (B_mixed, C, r*r)
-        self.sum += masks.sum(axis=0)
-        present = masks.any(axis=2)                          # (B_mixed, C)
-        for c in range(self.num_classes):
-            for d in range(c, self.num_classes):
-                rows = present[:, c] & present[:, d]
-                if not rows.any():
+        mixed = blocks[~single]                                   # (B_mixed, r*r)
+        rows = np.broadcast_to(np.arange(len(mixed))[:, None], mixed.shape)  # block of a pixel
+        positions = np.broadcast_to(np.arange(pixels), mixed.shape)          # its p = i*r + j
+        labelled = mixed != self.ignore_index
+        labels = mixed[labelled].astype(np.int64)                 # (labelled pixels,)
+        self.sum += np.bincount(labels * pixels + positions[labelled],
+                                minlength=num_classes * pixels).reshape(num_classes, pixels)
+        present = np.bincount(rows[labelled] * num_classes + labels,
+                              minlength=len(mixed) * num_classes)
+        present = present.reshape(len(mixed), num_classes) > 0   # (B_mixed, C): class in block
+        exact = np.float32 if len(mixed) < 2 ** 24 else np.float64  # integer counts stay exact
+        for c in range(num_classes):
+            for d in range(c, num_classes):
+                both = present[:, c] & present[:, d]
+                if not both.any():
                     continue
-                a_c = masks[rows, c].astype(np.float32)      # (B_cd, r*r)
-                a_d = masks[rows, d].astype(np.float32)      # (B_cd, r*r)
-                tile = a_c.T @ a_d  # (r*r, r*r), exact in float32: counts < 2^24
+                holding = mixed[both]                             # (B_cd, r*r)
+                a_c = (holding == c).astype(exact)                # A_c: (B_cd, r*r)
+                a_d = a_c if d == c else (holding == d).astype(exact)
+                tile = a_c.T @ a_d                                # (r*r, r*r)
                 if (c, d) in self.tiles:
                     self.tiles[c, d] += tile
                 else:
@@ -257,9 +267,9 @@ class BlockMoments:
 def principal_components(covariance, dim, solver="auto"):
     """covariance: (N, N) -> W: (N, dim) orthonormal, eigenvalues: (dim,) descending.
 
-    solver "eigh": numpy.linalg.eigh, exact, all N eigenpairs: O(N^3), 12-35 s at N = 5,376
+    solver "eigh": numpy.linalg.eigh, exact, all N eigenpairs: O(N^3), 12-20 s at N = 5,376
     (r = 16, C = 21) on two cores and out of reach at r = 32 (N = 21,504). "subspace": only
-    the leading ones, by subspace_iteration: ~2 s at N = 5,376, giving the same oracle mIoU
+    the leading ones, by subspace_iteration: ~1.2 s at N = 5,376, giving the same oracle mIoU
     to 6 digits (docs/pca.md). "auto": eigh up to N = EIGH_MAX_DIM, subspace above.
     Each column's largest entry is made positive, so W does not depend on the solver's signs.
     """

@@ -69,7 +69,7 @@ def model_from_checkpoint(path):
 
 
 # ---------------------------------------------------------------- W by PCA, cached
-def prepare_projection(model, dataset, ratio, dim, path, void="impute"):
+def prepare_projection(model, dataset, ratio, dim, path, void="nearest"):
     """Load W and mean from `path`, or fit them by PCA on the dataset's masks and save them."""
     expected = dict(ratio=ratio, num_classes=dataset.num_classes, dim=dim)
     if os.path.exists(path):

@@ -16,7 +16,7 @@ Losses (the `loss` argument):
   decoder outputs log softmax(DUpsample(F) / T), Eq. (6), and the loss is their NLL.
 * "regression" (DUpsampling only): Eq. (4), the mean squared error between the decoder's
   C~-channel map F and the compressed labels Y~ = W^T (v - mean) of every r x r block of the
-  mask (decoders.compress_labels, void handled as the PCA's default "impute"; blocks that are
+  mask (decoders.compress_labels, void handled as the PCA's default "nearest"; blocks that are
   entirely void are left out). The forward pass is the same, so a model pre-trained this
   way can go on with cross-entropy.
 

@@ -36,7 +36,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..backend import get_array_module, to_device, to_numpy
-from ..pca import IGNORE_INDEX, VOID_MODES, compress, impute_void, label_blocks, onehot_blocks
+from ..pca import IGNORE_INDEX, compress, encode_blocks, onehot_blocks
 from .aspp import ConvBNReLU
 
 TEMPERATURES = ("learned", "fixed")
@@ -253,29 +253,21 @@ class DUpsamplingDecoder(nn.Module):
         return F.log_softmax_with_temperature(scores, T, dim=1)  # log softmax(scores / T), Eq. (6)
 
 
-def compress_labels(masks, W, mean, ratio, void="impute", ignore_index=IGNORE_INDEX):
+def compress_labels(masks, W, mean, ratio, void="nearest", ignore_index=IGNORE_INDEX):
     """The compressed labels Y~ of Eq. (4): (N, H, W) labels -> Y~ (N, C~, h, w), valid (N, 1, h, w).
 
     Each r x r block of a mask is one-hot encoded as v (N = r*r*C, DUpsampling's order) and
-    compressed to x = W^T (v - mean), exactly as tinyseg.pca does (its label_blocks,
-    impute_void, onehot_blocks and compress). Masks are padded with void to multiples of r,
-    h = ceil(H / r). Void pixels follow the PCA's rules: "impute" gives them the most frequent
-    class of their block, "zero" encodes them as no class; either way `valid` is 0 only for
-    blocks that are entirely void. "skip" marks every block holding any void invalid.
-    The arrays are returned on W's device.
+    compressed to x = W^T (v - mean), exactly as tinyseg.pca fits W: the same void rule
+    (pca.encode_blocks) and the same encoding. Masks are padded with void to multiples of r,
+    h = ceil(H / r); `valid` is 0 for the blocks the fit leaves out (entirely void, or with
+    void="skip" any void). The arrays are returned on W's device.
     """
-    if void not in VOID_MODES:
-        raise ValueError(f"compress_labels: void must be one of {VOID_MODES}, got {void!r}")
     xp = get_array_module(W)
     W_host, mean_host = to_numpy(W), to_numpy(mean)
     num_classes = W_host.shape[0] // (ratio * ratio)
     targets, valids = [], []
     for mask in to_numpy(masks):
-        blocks, (h, w) = label_blocks(mask, ratio, ignore_index)       # (h*w, r*r)
-        is_void = blocks == ignore_index
-        valid = ~is_void.any(axis=1) if void == "skip" else ~is_void.all(axis=1)
-        if void == "impute":
-            blocks = impute_void(blocks, num_classes, ignore_index)
+        blocks, (h, w), valid = encode_blocks(mask, ratio, num_classes, void, ignore_index)
         x = compress(onehot_blocks(blocks, num_classes, ignore_index), W_host, mean_host)
         x = x * valid[:, None]                                          # (h*w, C~)
         targets.append(x.T.reshape(-1, h, w))                           # (C~, h, w)
