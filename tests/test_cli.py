@@ -239,3 +239,42 @@ def test_diverging_loss_stops_with_a_clear_message(tiny_data, projection, tmp_pa
     one_line_error(result, "loss became", "last good checkpoint")
     _, _, meta = load_checkpoint(str(tmp_path / "r" / "last.npz"))
     assert meta["iteration"] >= 1
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny_data, projection, tmp_path):
+    out = tmp_path / "interrupted"
+    args = ["--data-root", tiny_data, "--out", out, "--projection", projection,
+            "--iters", 400, "--val-every", 0, "--ckpt-every", 1000, *TINY]
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *map(str, args)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in process.stdout:
+            if line.startswith("iter 2/"):
+                process.send_signal(signal.SIGINT)
+                break
+        output = process.communicate(timeout=120)[0]
+    finally:
+        process.kill()
+    assert process.returncode == 130, output
+    assert "saved" in output and "--resume" in output
+    _, _, meta = load_checkpoint(str(out / "last.npz"))  # no periodic checkpoint was due
+    assert meta["iteration"] >= 2
+    resumed = run("train.py", "--out", out, "--resume", "--stop-at", meta["iteration"] + 1)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_pretrained_backbone_weights_are_loaded(tiny_data, projection, tmp_path):
+    from tinyseg.models import build_backbone
+    nn.init.manual_seed(7)
+    backbone = build_backbone("tiny_resnet", output_stride=8)
+    weights = tmp_path / "backbone.npz"
+    nn.save(backbone.state_dict(), weights)
+    out = tmp_path / "pretrained"
+    result = run("train.py", "--data-root", tiny_data, "--out", out, "--projection", projection,
+                 "--pretrained", weights, "--iters", 1, "--val-every", 0, "--lr", 0, *TINY)
+    assert result.returncode == 0, result.stderr
+    state, _, _ = load_checkpoint(str(out / "last.npz"))
+    np.testing.assert_array_equal(state["backbone.conv1_1.weight"], backbone.conv1_1.weight.data)
+    broken = run("train.py", "--data-root", tiny_data, "--out", tmp_path / "broken",
+                 "--projection", projection, "--pretrained", tmp_path / "missing.npz", *TINY)
+    one_line_error(broken, "missing.npz")
