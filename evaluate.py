@@ -59,13 +59,12 @@ def main(argv=None):
             raise ValueError(f"{args.checkpoint} predicts {model.num_classes} classes, "
                              f"{name} has {dataset.num_classes}")
         model.to("cuda" if xp.__name__ == "cupy" else "cpu")
-        on_prediction = None
-        if args.save_dir:
-            def on_prediction(i, image, mask, prediction):
-                save_prediction(args.save_dir, dataset.ids[i], image, mask, prediction, dataset.palette)
+        def save_pictures(i, image, mask, prediction):
+            save_prediction(args.save_dir, dataset.ids[i], image, mask, prediction, dataset.palette)
+
         confusion = evaluate(model, dataset, xp, scales=scales, flip=args.flip,
                              max_images=args.max_images, progress=Progress("evaluating"),
-                             on_prediction=on_prediction)
+                             on_prediction=save_pictures if args.save_dir else None)
     except KeyboardInterrupt:
         return 130
     except (BackendError, DataError, StateDictError, FileNotFoundError, ValueError) as error:

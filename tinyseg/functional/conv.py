@@ -309,7 +309,7 @@ def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
         raise TypeError(f"conv2d: input, weight and bias must share one dtype, got {dtypes}")
     if not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
-    (n, c_in, h, w), (c_out, c_group, kh, kw) = x.shape, weight.shape
+    (_, c_in, h, w), (c_out, c_group, kh, kw) = x.shape, weight.shape
     if c_in % groups or c_out % groups:
         raise ValueError(f"conv2d: groups={groups} must divide both C_in={c_in} and C_out={c_out}")
     if c_group * groups != c_in:
