@@ -61,9 +61,12 @@ class BatchNorm(Function):
             var = self.running_var.astype(x.dtype, copy=False)
             centered = x - _per_channel(mean)  # (N, C, H, W)
         self.inv_std = 1 / xp.sqrt(var + self.eps)  # (C,)
-        self.x_hat = centered * _per_channel(self.inv_std)  # (N, C, H, W)
+        centered *= _per_channel(self.inv_std)  # in place: x_hat, (N, C, H, W)
+        self.x_hat = centered
         self.gamma = gamma
-        return _per_channel(gamma) * self.x_hat + _per_channel(beta)
+        y = self.x_hat * _per_channel(gamma)
+        y += _per_channel(beta)
+        return y
 
     def _update_running_stats(self, mean, unbiased_var):
         """Blend the batch statistics into the caller's running buffers, in place."""
@@ -91,11 +94,14 @@ class BatchNorm(Function):
         gbeta = _channel_sum(gy)  # (C,)
         ggamma = _channel_sum(gy * self.x_hat)  # (C,)
         scale = _per_channel(self.gamma * self.inv_std)  # (1, C, 1, 1)
-        if self.training:
-            mean_gy = _per_channel(gbeta / self.count)  # (1, C, 1, 1)
-            mean_gy_x_hat = _per_channel(ggamma / self.count)  # (1, C, 1, 1)
-            gy = gy - mean_gy - self.x_hat * mean_gy_x_hat
-        return scale * gy, ggamma, gbeta
+        if not self.training:
+            return scale * gy, ggamma, gbeta
+        # the training formula, one new array and in-place steps (each a pass over the batch):
+        gx = self.x_hat * _per_channel(-ggamma / self.count)  # - x_hat * dgamma / M
+        gx += gy
+        gx -= _per_channel(gbeta / self.count)  # - dbeta / M
+        gx *= scale
+        return gx, ggamma, gbeta
 
 
 def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training):

@@ -66,6 +66,8 @@ class MaxPool2d(Function):
 
     Backward routes each window's gradient to its argmax. Ties go to the first maximum in
     row-major order of the window, as in torch; a NaN in a window makes the output NaN.
+    (The routing multiplies dL/dy by a 0/1 mask, so a NaN or inf in dL/dy also turns the
+    window's other inputs NaN, where torch leaves them 0; the loss is NaN by then anyway.)
     """
 
     def __init__(self, kernel_size, stride, padding):
@@ -83,9 +85,11 @@ class MaxPool2d(Function):
         self.argmax = xp.zeros(out.shape, np.int32)  # which tap holds each window's max
         for t, (i, j) in enumerate(self.taps[1:], start=1):
             window = _tap(padded, i, j, stride, out_size)
-            better = (window > out) | xp.isnan(window)  # strict >: an equal value loses the tie
-            out = xp.where(better, window, out)
-            self.argmax[better] = t
+            better = window > out  # strict: an equal value loses the tie
+            better |= xp.isnan(window)  # a NaN takes over (torch: the last NaN wins)
+            xp.maximum(out, window, out=out)  # the new running max, NaN included
+            # t grows along the loop, so "argmax = t where better" is a running max too
+            xp.maximum(self.argmax, better * np.int32(t), out=self.argmax)
         return out
 
     def backward(self, gy):
@@ -94,7 +98,7 @@ class MaxPool2d(Function):
         gx = xp.zeros(self.padded_shape, self.dtype)  # (N, C, H + 2 p_h, W + 2 p_w)
         for t, (i, j) in enumerate(self.taps):
             view = _tap(gx, i, j, stride, out_size)  # overlapping windows add up here
-            view += xp.where(self.argmax == t, gy, 0)
+            view += gy * (self.argmax == t)
         return _unpad(gx, padding)
 
 
