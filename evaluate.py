@@ -67,7 +67,7 @@ def main(argv=None):
                              on_prediction=save_pictures if args.save_dir else None)
     except KeyboardInterrupt:
         return 130
-    except (BackendError, DataError, StateDictError, FileNotFoundError, ValueError) as error:
+    except (BackendError, DataError, StateDictError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_report(confusion, dataset.class_names))

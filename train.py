@@ -127,7 +127,7 @@ def main(argv=None):
             result = train(settings, xp)
     except KeyboardInterrupt:
         return 130
-    except (BackendError, DataError, TrainingError, StateDictError, FileNotFoundError, ValueError) as error:
+    except (BackendError, DataError, TrainingError, StateDictError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     log_path = os.path.join(settings["out"], "log.jsonl")
