@@ -5,9 +5,10 @@
     python bench/ops.py --backend cupy     # CuPy vs torch CUDA on a GPU machine
 
 Each case builds a float32 batch of 2, runs a few warm-up passes, then times `repeats` passes of
-forward + backward (the upstream gradient is a fixed random array), alternating tinyseg and torch
-so that both see the same background load. The median of each is reported, with the ratio
-tinyseg / torch (below 1 means tinyseg is faster).
+forward + backward (the upstream gradient is a fixed random array), tinyseg's back to back, then
+torch's (interleaving them lets torch's spinning OpenMP workers steal tinyseg's cores; run on a
+quiet machine). The median of each is reported, with the ratio tinyseg / torch (below 1 means
+tinyseg is faster).
 """
 import argparse
 import json
@@ -68,8 +69,20 @@ CASES = [
     ("1x1 1024->256 @32x32", 1024, 256, 32, 1, 0, 1, 1, 1.3),
     ("3x3 depthwise 728 @32x32", 728, 728, 32, 3, 1, 1, 728, 4.0),
 ]
+# After each op, PyTorch's OpenMP workers keep spinning for a while (~0.2 s) waiting for the
+# next one: interleaved with torch, tinyseg would run against two busy cores, and after a pause
+# torch would start from sleeping workers. So each framework runs its repeats back to back, and
+# the next case starts after a pause.
+TORCH_SPIN_SECONDS = 0.3
 BATCH = 2
 
+
+
+def timed(timer, step, warmup, repeats):
+    """Milliseconds of `repeats` back-to-back calls of step(), after `warmup` untimed ones."""
+    for _ in range(warmup):
+        timer(step)
+    return [timer(step) for _ in range(repeats)]
 
 def cpu_model():
     """The CPU's marketing name, e.g. 'AMD EPYC'."""
@@ -161,15 +174,9 @@ def run(args):
         gy = rng.standard_normal((BATCH, c_out, size, size), dtype=np.float32)
         ours = tinyseg_step(xp, x, w, b, gy, padding, dilation, groups)
         theirs = torch_step(torch, device, x, w, b, gy, padding, dilation, groups) if device else None
-        for _ in range(warmup):
-            timer(ours)
-            if theirs:
-                timer(theirs)
-        ours_ms, theirs_ms = [], []
-        for _ in range(repeats):  # alternate, so both see the same background load
-            ours_ms.append(timer(ours))
-            if theirs:
-                theirs_ms.append(timer(theirs))
+        ours_ms = timed(timer, ours, warmup, repeats)
+        theirs_ms = timed(timer, theirs, warmup, repeats) if theirs else []
+        time.sleep(TORCH_SPIN_SECONDS)
         row = {"case": name, "c_in": c_in, "c_out": c_out, "size": size, "kernel": k,
                "padding": padding, "dilation": dilation, "groups": groups, "batch": BATCH,
                "tinyseg_ms": round(statistics.median(ours_ms), 3),
