@@ -10,6 +10,7 @@ once to ./data-cache/synthetic and read back through the VOC loader. See tinyseg
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -113,8 +114,14 @@ def settings_from(args):
     return settings
 
 
+def stop_like_ctrl_c(signum, frame):
+    """SIGTERM (a cluster's preemption, `kill`) ends a run as Ctrl-C does: checkpoint first."""
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     try:
         xp = get_backend(args.backend)
         settings = settings_from(args)

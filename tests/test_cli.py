@@ -241,16 +241,21 @@ def test_diverging_loss_stops_with_a_clear_message(tiny_data, projection, tmp_pa
     assert meta["iteration"] >= 1
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny_data, projection, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_resume_continues(tiny_data, projection, tmp_path,
+                                                                   stop_signal):
     out = tmp_path / "interrupted"
     args = ["--data-root", tiny_data, "--out", out, "--projection", projection,
             "--iters", 400, "--val-every", 0, "--ckpt-every", 1000, *TINY]
+    # A shell that starts jobs in the background makes them ignore SIGINT, and so would the
+    # training process inherit it: give it the default disposition, as a terminal would.
     process = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *map(str, args)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in process.stdout:
             if line.startswith("iter 2/"):
-                process.send_signal(signal.SIGINT)
+                process.send_signal(stop_signal)
                 break
         output = process.communicate(timeout=120)[0]
     finally:
