@@ -283,3 +283,10 @@ def test_pretrained_backbone_weights_are_loaded(tiny_data, projection, tmp_path)
     broken = run("train.py", "--data-root", tiny_data, "--out", tmp_path / "broken",
                  "--projection", projection, "--pretrained", tmp_path / "missing.npz", *TINY)
     one_line_error(broken, "missing.npz")
+
+
+def test_unwritable_run_folder_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run("train.py", "--out", blocker / "run")
+    one_line_error(result, "a_file")
