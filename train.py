@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 
+import tinyseg  # noqa: F401  (before NumPy: it sets OpenBLAS's thread timeout, see tinyseg/__init__.py)
 import numpy as np
 
 from tinyseg.backend import BackendError, get_backend

@@ -53,9 +53,10 @@ if _CORETYPE == "native":  # let OpenBLAS pick the kernels for this CPU
 elif _CORETYPE != "env":
     os.environ["OPENBLAS_CORETYPE"] = _CORETYPE
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import tinyseg  # noqa: E402,F401  (before NumPy: sets OPENBLAS_THREAD_TIMEOUT, tinyseg/__init__.py)
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tinyseg.functional as F  # noqa: E402
 from tinyseg.autograd import Tensor  # noqa: E402
 from tinyseg.backend import BackendError, get_backend  # noqa: E402

@@ -59,3 +59,29 @@ def test_frozen_parameters_are_not_updated():
     frozen.grad = np.ones(2, np.float32)
     sgd.step()
     np.testing.assert_array_equal(frozen.data, 1.0)
+
+
+def test_sgd_in_chunks_matches_torch(monkeypatch):
+    """Tiny slabs cut each parameter into many chunks on the worker threads; a parameter that
+    is not contiguous is updated whole. Both give torch's numbers."""
+    torch = pytest.importorskip("torch")
+    from tinyseg import parallel
+    monkeypatch.setattr(parallel, "CACHE_BYTES", 16)
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal((6, 5, 3)).astype(np.float32)
+    v0 = np.asfortranarray(rng.standard_normal((4, 7)).astype(np.float32))
+    grads = [(rng.standard_normal(w0.shape).astype(np.float32),
+              rng.standard_normal(v0.shape).astype(np.float32)) for _ in range(3)]
+    p, q = nn.Parameter(w0.copy()), nn.Parameter(v0.copy(order="F"))
+    assert not q.data.flags.c_contiguous
+    sgd = optim.SGD([p, q], lr=0.05, momentum=0.9, weight_decay=1e-3)
+    tp, tq = torch.tensor(w0, requires_grad=True), torch.tensor(v0, requires_grad=True)
+    tsgd = torch.optim.SGD([tp, tq], lr=0.05, momentum=0.9, weight_decay=1e-3)
+    for gp, gq in grads:
+        p.grad, q.grad = gp.copy(), gq.copy()
+        tp.grad, tq.grad = torch.tensor(gp), torch.tensor(gq)
+        sgd.step()
+        tsgd.step()
+    np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(q.data, tq.detach().numpy(), rtol=1e-6, atol=1e-6)

@@ -181,7 +181,7 @@ class Tensor:
                     raise RuntimeError(f"{type(function).__name__}.backward returned a gradient of "
                                        f"shape {gx.shape} for an input of shape {x.shape}")
                 if x.creator is None:
-                    x._accumulate(gx)
+                    x._accumulate(gx, owned=_owned(gx, grad_outputs, grad_inputs))
                 else:
                     _, previous = grads.get(id(x), (None, None))
                     grads[id(x)] = (x, gx if previous is None else previous + gx)
@@ -189,9 +189,14 @@ class Tensor:
             if not retain_graph:
                 function.inputs = None  # frees the graph (and the arrays saved for backward)
 
-    def _accumulate(self, grad):
+    def _accumulate(self, grad, owned=False):
+        """Add grad to self.grad. The first gradient is kept as it is when `owned` (no one
+        else holds the array), else copied, so that no two tensors share one gradient array."""
         if self.requires_grad:
-            self.grad = grad.copy() if self.grad is None else self.grad + grad
+            if self.grad is None:
+                self.grad = grad if owned else grad.copy()
+            else:
+                self.grad = self.grad + grad
 
     # ------------------------------------------------------------------ operators
     def __add__(self, other):
@@ -253,6 +258,19 @@ class Tensor:
         return _math.transpose(self)
 
 
+def _owned(gx, grad_outputs, grad_inputs):
+    """True when a backward's result gx shares no memory with its upstream gradients (e.g. a
+    reshape of dL/dy) or with the gradient it returned for another input (Add returns dL/dy
+    twice): then gx is the backward's own new array, and a leaf may keep it without a copy
+    (as PyTorch's AccumulateGrad does; most parameter gradients are large, e.g. 9 MB for a
+    3x3 conv of 512 channels)."""
+    xp = get_array_module(gx)
+    if sum(g is gx for g in grad_inputs) > 1:
+        return False
+    others = list(grad_outputs) + [g for g in grad_inputs if g is not None and g is not gx]
+    return not any(xp.may_share_memory(gx, other) for other in others)
+
+
 def as_tensor(x, like=None):
     """Wrap an array or number as a Tensor; numbers take `like`'s dtype and backend."""
     if isinstance(x, Tensor):
@@ -268,8 +286,9 @@ class Function:
 
     `forward(*arrays)` returns one array or a tuple of arrays and may save on `self` what
     `backward` needs. `backward(*grad_outputs)` gets one gradient per output and returns one
-    gradient per input (None for an input that has no gradient, e.g. integer labels).
-    `self.needs_input_grad[i]` tells forward and backward whether input i wants a gradient,
+    gradient per input (None for an input that has no gradient, e.g. integer labels): new
+    arrays, or views of its grad_outputs, never an array it keeps (a leaf may keep what it
+    gets as its .grad). `self.needs_input_grad[i]` tells forward and backward whether input i wants a gradient,
     so work for gradients nobody asked for can be skipped.
     """
 

@@ -1,4 +1,7 @@
 """SGD with momentum and weight decay (PyTorch semantics) and the "poly" learning-rate policy."""
+import numpy as np
+
+from . import parallel
 from .backend import get_array_module
 
 
@@ -35,22 +38,49 @@ class SGD:
                 p.grad = None
 
     def step(self):
+        """One update of every parameter that has a gradient.
+
+        The update is elementwise, so it can run piece by piece: on the CPU every parameter
+        is cut into cache-sized chunks, spread over the cores (tinyseg/parallel.py), and each
+        chunk goes through all the steps of `_update` while it is in the cache.
+        """
+        pieces = []
         for group in self.param_groups:
-            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+            settings = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad + decay * p.data if decay else p.grad
-                if momentum:
-                    buf = self.momentum_buffers.get(id(p))
-                    if buf is None:
-                        buf = g.copy()
-                    else:
-                        buf *= momentum
-                        buf += g
-                    self.momentum_buffers[id(p)] = buf
-                    g = buf
-                p.data -= (lr * g).astype(p.data.dtype, copy=False)
+                xp = get_array_module(p.data)
+                if settings[1] and id(p) not in self.momentum_buffers:
+                    # zeros: the first step's momentum * 0 + g is exactly torch's buf = g
+                    self.momentum_buffers[id(p)] = xp.zeros_like(p.data)
+                arrays = (p.data, p.grad, self.momentum_buffers.get(id(p), p.data))
+                if all(a.flags.c_contiguous for a in arrays):
+                    chunks = parallel.slabs(p.data.size, p.data.itemsize, xp)
+                else:  # a chunk of the flat view needs contiguous arrays: do it whole
+                    chunks = [None]
+                pieces += [(p, chunk, settings) for chunk in chunks]
+        parallel.run(self._update, pieces)
+
+    def _update(self, piece):
+        """p -= lr * buf, with buf = momentum * buf + (grad + weight_decay * p), on one chunk
+        of the flat arrays (chunk None: the whole arrays)."""
+        p, chunk, (lr, momentum, decay) = piece
+
+        def part(a):
+            return a if chunk is None else a.reshape(-1)[chunk]
+        xp = get_array_module(p.data)
+        data = part(p.data)
+        g = grad = part(p.grad)
+        if decay:
+            g = xp.multiply(data, decay, dtype=data.dtype)
+            g += grad  # grad + decay * p
+        if momentum:
+            buf = part(self.momentum_buffers[id(p)])
+            buf *= momentum
+            buf += g
+            g = buf
+        data -= xp.multiply(g, lr, dtype=data.dtype)
 
     def state_dict(self):
         """Momentum buffers in parameter order (arrays), for checkpoints that resume exactly."""

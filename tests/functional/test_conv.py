@@ -92,6 +92,9 @@ TORCH_CASES = [
     (5, 5, 3, 1, 2, 2, 5, False),                 # depthwise, dilation 2 ("same" atrous)
     (5, 5, (2, 3), (1, 2), (0, 1), 1, 5, True),   # depthwise, non-square everything
     (4, 8, 3, 1, 1, 1, 4, True),                  # depthwise with channel multiplier 2
+    (3, 4, 3, 1, 12, 12, 1, True),                # rate 12 on 9x11: only the centre tap is active
+    (3, 4, 3, 1, 10, 10, 1, False),               # rate 10: outer rows inactive, columns active
+    (5, 5, 3, 1, 9, 9, 5, True),                  # depthwise, only the centre tap active
 ]
 
 
@@ -113,14 +116,26 @@ def test_matches_torch(xp, rng, case):
         assert_close(tensor.grad, expected)
 
 
-def test_depthwise_in_channel_blocks(xp, rng, monkeypatch):
-    """A cache size of two channels splits C=5 into blocks 2 + 2 + 1: same result as torch."""
-    from tinyseg.functional import conv
+def test_depthwise_in_channel_slabs(xp, rng, monkeypatch):
+    """A cache size of two channels splits C=5 into slabs 2 + 2 + 1: same result as torch."""
+    from tinyseg import parallel
     n, c, h, w = 2, 5, 6, 7
-    monkeypatch.setattr(conv, "CACHE_BYTES", 2 * n * (h + 2) * (w + 2) * 4)
+    monkeypatch.setattr(parallel, "CACHE_BYTES", 2 * n * (h + 2) * (w + 2) * 4)
     if xp is np:
-        assert len(conv._channel_blocks(np.zeros((n, c, h + 2, w + 2), np.float32))) == 3
+        assert len(parallel.channel_slabs(np.zeros((n, c, h + 2, w + 2), np.float32))) == 3
     test_matches_torch(xp, rng, (c, c, 3, 1, 1, 1, c, True))
+
+
+def test_taps_that_read_only_padding_are_left_out():
+    """ASPP's rate 18 on a 16 x 16 map (a 256 x 256 crop at output stride 16): only the centre
+    tap sees the map, so the conv runs as a 1x1 without padding; at 32 x 32 all 9 taps are
+    active. The results above (cases with rates 9-12 on 9 x 11) match torch either way."""
+    from tinyseg.functional.conv import _active_taps
+    assert _active_taps(16, 3, 1, 18, 18) == (1, 2, 0)
+    assert _active_taps(32, 3, 1, 18, 18) is None
+    assert _active_taps(11, 3, 1, 10, 10) is None  # tap 0 reaches column 10 = the first pixel
+    assert _active_taps(9, 3, 1, 10, 10) == (1, 2, 0)
+    assert _active_taps(20, 3, 2, 1, 1) is None  # an ordinary strided conv
 
 
 def test_im2col_col2im_are_adjoint(xp, rng):

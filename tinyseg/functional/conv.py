@@ -22,15 +22,16 @@ A depthwise convolution (groups = C_in = C_out, one kH x kW filter per channel, 
 main op) has only kH * kW weights per channel, so its GEMMs would be tiny and its columns
 kH * kW times larger than the input; it takes its own branch (`_depthwise_forward`,
 `_depthwise_grad_input`, `_depthwise_grad_weight`) that multiplies and adds the same tap
-slices elementwise instead, without building columns, on cache-sized slabs of channels.
-"""
-import os
-from concurrent.futures import ThreadPoolExecutor
+slices elementwise instead, without building columns.
 
+Everything but the GEMMs runs on cache-sized slabs of channels, spread over the CPU's cores
+(tinyseg/parallel.py); the GEMMs are multithreaded by the BLAS.
+"""
 import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
+from ..parallel import for_each_channel_slab
 
 
 def as_pair(value, name):
@@ -76,6 +77,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     x: (N, C, H, W) -> col: (N, C, kH, kW, H_out, W_out), where
     col[n, c, i, j, p, q] = x_padded[n, c, p sh + i dh, q sw + j dw].
     Reshaped to (N, C kH kW, H_out W_out) it is the right operand of the forward GEMM.
+    The channels are independent: each slab of them is padded and gathered on its own
+    (tinyseg/parallel.py), so the padded slab is still in the cache for its kH * kW copies.
     """
     xp = get_array_module(x)
     kh, kw = as_pair(kernel_size, "kernel_size")
@@ -84,12 +87,15 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     n, c, h, w = x.shape
     out_size = (conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
                 conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
-    padded = _pad(x, padding)
     col = xp.empty((n, c, kh, kw) + out_size, dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            rows, cols = _tap_slices(i, j, out_size, stride, dilation)
-            col[:, :, i, j] = padded[:, :, rows, cols]
+
+    def gather(channels):
+        padded = _pad(x[:, channels], padding)  # (N, slab, Hp, Wp)
+        for i in range(kh):
+            for j in range(kw):
+                rows, cols = _tap_slices(i, j, out_size, stride, dilation)
+                col[:, channels, i, j] = padded[:, :, rows, cols]
+    for_each_channel_slab(gather, x)
     return col
 
 
@@ -97,18 +103,24 @@ def col2im(col, input_size, stride=1, padding=0, dilation=1):
     """The adjoint of im2col: add every column entry back onto the pixel it came from.
 
     col: (N, C, kH, kW, H_out, W_out) -> (N, C, H, W) with input_size = (H, W). Pixels seen by
-    several taps sum their entries (this is what makes it the gradient of im2col).
+    several taps sum their entries (this is what makes it the gradient of im2col). Like im2col,
+    slab by slab of channels: the padded sums of a slab stay in the cache over the taps.
     """
     xp = get_array_module(col)
     n, c, kh, kw, oh, ow = col.shape
     (h, w), stride = input_size, as_pair(stride, "stride")
     (ph, pw), dilation = as_pair(padding, "padding"), as_pair(dilation, "dilation")
-    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            rows, cols = _tap_slices(i, j, (oh, ow), stride, dilation)
-            padded[:, :, rows, cols] += col[:, :, i, j]
-    return _crop(padded, (ph, pw), (h, w))
+    x = xp.empty((n, c, h, w), dtype=col.dtype)
+
+    def scatter(channels):
+        padded = xp.zeros((n, x[:, channels].shape[1], h + 2 * ph, w + 2 * pw), dtype=col.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                rows, cols = _tap_slices(i, j, (oh, ow), stride, dilation)
+                padded[:, :, rows, cols] += col[:, channels, i, j]
+        x[:, channels] = padded[:, :, ph:ph + h, pw:pw + w]
+    for_each_channel_slab(scatter, x)
+    return x
 
 
 def _crop(padded, padding, size):
@@ -122,47 +134,6 @@ def _crop(padded, padding, size):
 
 
 # ---------------------------------------------------------------- depthwise branch
-CACHE_BYTES = 1024 * 1024  # a slab of this size stays in a CPU core's L2 cache (measured: 256 KB to 4 MB)
-
-
-def _channel_blocks(x):
-    """Slices of the channel axis of x: (N, C, H, W), each covering about CACHE_BYTES of x.
-
-    NumPy runs one op at a time over whole arrays, so on large arrays each of the kH * kW taps
-    below would stream everything through memory several times; on a slab of channels that fits
-    in the cache, the repeated passes are cache hits. CuPy runs each op across the whole GPU
-    instead: one slab there.
-    """
-    n, c, h, w = x.shape
-    if get_array_module(x) is not np:
-        return [slice(0, c)]
-    size = max(1, CACHE_BYTES // (n * h * w * x.itemsize))
-    return [slice(start, start + size) for start in range(0, c, size)]
-
-
-_slab_pool = None  # threads shared by every depthwise conv, made on first use
-
-
-def _run_on_slabs(task, slabs):
-    """Call task(slab) for every channel slab; the slabs are independent (disjoint outputs).
-
-    On the CPU they are spread over as many threads as BLAS may use (OMP_NUM_THREADS or
-    OPENBLAS_NUM_THREADS, else every core): NumPy releases the GIL inside its elementwise loops,
-    so the threads run in parallel, as PyTorch's depthwise kernel does with its threads.
-    """
-    global _slab_pool
-    threads = int(os.environ.get("OMP_NUM_THREADS") or os.environ.get("OPENBLAS_NUM_THREADS")
-                  or os.cpu_count() or 1)
-    if len(slabs) == 1 or threads == 1:
-        for slab in slabs:
-            task(slab)
-        return
-    if _slab_pool is None:
-        _slab_pool = ThreadPoolExecutor(threads, thread_name_prefix="tinyseg-depthwise")
-    for _ in _slab_pool.map(task, slabs):  # re-raises a thread's exception here
-        pass
-
-
 def _depthwise_forward(padded, weight, stride, dilation, out):
     """One kH x kW filter per channel: y[n, c] = sum over taps (i, j) of W[c, 0, i, j] x_tap[n, c].
 
@@ -244,9 +215,9 @@ class Conv2d(Function):
         if self.depthwise:
             padded = _pad(x, self.padding)                            # (N, C, Hp, Wp)
             y = xp.empty((n, c_out) + self.out_size, dtype=x.dtype)
-            _run_on_slabs(lambda c: _depthwise_forward(padded[:, c], weight[c], self.stride,
-                                                       self.dilation, out=y[:, c]),
-                          _channel_blocks(padded))
+            for_each_channel_slab(lambda c: _depthwise_forward(padded[:, c], weight[c], self.stride,
+                                                               self.dilation, out=y[:, c]),
+                                  padded)
             self.padded_shape = padded.shape
             self.padded = padded if keep else None
         else:
@@ -291,9 +262,10 @@ class Conv2d(Function):
         g = self.groups
         if self.depthwise:
             g_padded = xp.empty(self.padded_shape, dtype=gy.dtype)   # (N, C, Hp, Wp)
-            _run_on_slabs(lambda c: _depthwise_grad_input(gy[:, c], self.weight[c], self.stride,
-                                                          self.dilation, out=g_padded[:, c]),
-                          _channel_blocks(g_padded))
+            for_each_channel_slab(lambda c: _depthwise_grad_input(gy[:, c], self.weight[c],
+                                                                  self.stride, self.dilation,
+                                                                  out=g_padded[:, c]),
+                                  g_padded)
             return _crop(g_padded, self.padding, (h, w))
         gy_mat = gy.reshape(n, g, c_out // g, -1)      # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
         w_mat = self.weight.reshape(g, c_out // g, c_group * kh * kw)  # (G, C_out/G, K_g)
@@ -310,9 +282,10 @@ class Conv2d(Function):
         n, c_out = gy.shape[:2]
         if self.depthwise:
             gw = xp.empty_like(self.weight)                           # (C, 1, kH, kW)
-            _run_on_slabs(lambda c: _depthwise_grad_weight(gy[:, c], self.padded[:, c], self.stride,
-                                                           self.dilation, out=gw[c]),
-                          _channel_blocks(self.padded))
+            for_each_channel_slab(lambda c: _depthwise_grad_weight(gy[:, c], self.padded[:, c],
+                                                                   self.stride, self.dilation,
+                                                                   out=gw[c]),
+                                  self.padded)
             return gw
         # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
         gy_mat = gy.reshape(n, self.groups, c_out // self.groups, -1)
@@ -356,12 +329,45 @@ def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
                          f"{padding} is smaller than the dilated kernel {kernel}")
 
 
+def _active_taps(size, kernel, stride, padding, dilation):
+    """The kernel taps along one axis that see at least one input pixel, as (first, last + 1),
+    and the padding that a conv with only those taps needs for the same output; None when
+    every tap is active or the smaller conv would not line up.
+
+    Tap i reads padded positions i d + p s, p = 0 .. out - 1; the real input is at
+    [padding, padding + size). A large dilation on a small map (ASPP's rate 18 on a 16 x 16
+    map) leaves outer taps that multiply only zeros: dropping them changes no output value.
+    """
+    out = conv_output_size(size, kernel, stride, padding, dilation)
+    active = [i for i in range(kernel)
+              if i * dilation + (out - 1) * stride >= padding and i * dilation < padding + size]
+    if not active:  # no tap reaches the input: the output is the bias alone; keep it simple
+        return None
+    first, stop = active[0], active[-1] + 1
+    new_padding = padding - first * dilation
+    if stop - first == kernel or new_padding < 0 or \
+            conv_output_size(size, stop - first, stride, new_padding, dilation) != out:
+        return None
+    return first, stop, new_padding
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv2d: (N, C_in, H, W) -> (N, C_out, H_out, W_out).
 
     weight: (C_out, C_in / groups, kH, kW); bias: (C_out,) or None; stride, padding and
     dilation: an int or a pair (height, width). groups = C_in = C_out is a depthwise conv.
+    Kernel taps that would read only padding are left out (`_active_taps`): the same result
+    with less work; their weights get a zero gradient through the slicing.
     """
     _check_arguments(input, weight, bias, stride, padding, dilation, groups)
+    stride, padding = as_pair(stride, "stride"), as_pair(padding, "padding")
+    dilation = as_pair(dilation, "dilation")
+    kh, kw = weight.shape[2:]
+    rows = _active_taps(input.shape[2], kh, stride[0], padding[0], dilation[0])
+    cols = _active_taps(input.shape[3], kw, stride[1], padding[1], dilation[1])
+    if rows or cols:
+        (r0, r1, ph), (c0, c1, pw) = rows or (0, kh, padding[0]), cols or (0, kw, padding[1])
+        weight = weight[:, :, r0:r1, c0:c1]  # (C_out, C_in / G, kH', kW'): the active taps
+        padding = (ph, pw)
     function = Conv2d(stride, padding, dilation, groups)
     return function(input, weight) if bias is None else function(input, weight, bias)

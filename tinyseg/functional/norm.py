@@ -23,6 +23,7 @@ channel sums use NumPy's pairwise summation (CuPy's tree reduction on the GPU).
 """
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from ..parallel import for_each_channel_slab
 
 
 def _channel_sum(a):
@@ -40,6 +41,8 @@ class BatchNorm(Function):
 
     Batch statistics in training mode (and an in-place update of the running statistics when
     they are given), running statistics in eval mode; see the module docstring for the math.
+    Channels are independent, so forward and backward each run whole, every pass of them, on
+    one cache-sized slab of channels at a time (tinyseg/parallel.py).
     """
 
     def __init__(self, running_mean, running_var, training, momentum, eps):
@@ -48,24 +51,39 @@ class BatchNorm(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        if self.training:
-            self.count = x.size // x.shape[1]  # M = N * H * W values per channel
-            mean = _channel_sum(x) / self.count  # (C,)
-            centered = x - _per_channel(mean)  # (N, C, H, W)
-            squares = _channel_sum(centered * centered)  # (C,): sum of (x - mean)^2
-            var = squares / self.count
-            if self.running_mean is not None:
-                self._update_running_stats(mean, squares / (self.count - 1))
-        else:
-            mean = self.running_mean.astype(x.dtype, copy=False)
-            var = self.running_var.astype(x.dtype, copy=False)
-            centered = x - _per_channel(mean)  # (N, C, H, W)
-        self.inv_std = 1 / xp.sqrt(var + self.eps)  # (C,)
-        centered *= _per_channel(self.inv_std)  # in place: x_hat, (N, C, H, W)
-        self.x_hat = centered
+        channels = x.shape[1]
+        self.count = x.size // channels  # M = N * H * W values per channel
+        mean = xp.empty(channels, x.dtype)
+        squares = xp.empty(channels, x.dtype)  # sum of (x - mean)^2 per channel
+        self.inv_std = xp.empty(channels, x.dtype)
+        y = xp.empty_like(x)  # (N, C, H, W)
+        # x_hat is kept only for backward; without one, training mode builds it in y
+        self.x_hat = xp.empty_like(x) if any(self.needs_input_grad) else None
+
+        def normalise(c):  # channels c of every array
+            x_hat = y[:, c] if self.x_hat is None else self.x_hat[:, c]
+            if self.training:
+                mean[c] = _channel_sum(x[:, c]) / self.count
+                centered = xp.subtract(x[:, c], _per_channel(mean[c]), out=x_hat)
+                squares[c] = _channel_sum(centered * centered)
+                self.inv_std[c] = 1 / xp.sqrt(squares[c] / self.count + self.eps)
+                centered *= _per_channel(self.inv_std[c])  # in place: x_hat
+                xp.multiply(x_hat, _per_channel(gamma[c]), out=y[:, c])
+                y[:, c] += _per_channel(beta[c])
+                return
+            # eval: y = x * scale + shift, with scale = gamma / std, shift = beta - mean * scale
+            running_mean = self.running_mean[c].astype(x.dtype, copy=False)
+            self.inv_std[c] = 1 / xp.sqrt(self.running_var[c].astype(x.dtype) + self.eps)
+            scale = gamma[c] * self.inv_std[c]
+            xp.multiply(x[:, c], _per_channel(scale), out=y[:, c])
+            y[:, c] += _per_channel(beta[c] - running_mean * scale)
+            if self.x_hat is not None:
+                xp.subtract(x[:, c], _per_channel(running_mean), out=x_hat)
+                x_hat *= _per_channel(self.inv_std[c])
+        for_each_channel_slab(normalise, x)
+        if self.training and self.running_mean is not None:
+            self._update_running_stats(mean, squares / (self.count - 1))
         self.gamma = gamma
-        y = self.x_hat * _per_channel(gamma)
-        y += _per_channel(beta)
         return y
 
     def _update_running_stats(self, mean, unbiased_var):
@@ -91,16 +109,25 @@ class BatchNorm(Function):
         The two subtracted terms are what flows back through the mean and the variance:
         they remove from g its per-channel mean and its component along x_hat.
         """
-        gbeta = _channel_sum(gy)  # (C,)
-        ggamma = _channel_sum(gy * self.x_hat)  # (C,)
-        scale = _per_channel(self.gamma * self.inv_std)  # (1, C, 1, 1)
-        if not self.training:
-            return scale * gy, ggamma, gbeta
-        # the training formula, one new array and in-place steps (each a pass over the batch):
-        gx = self.x_hat * _per_channel(-ggamma / self.count)  # - x_hat * dgamma / M
-        gx += gy
-        gx -= _per_channel(gbeta / self.count)  # - dbeta / M
-        gx *= scale
+        xp = get_array_module(gy)
+        gbeta, ggamma = xp.empty_like(self.gamma), xp.empty_like(self.gamma)  # (C,) each
+        gx = xp.empty_like(gy)  # (N, C, H, W)
+
+        def differentiate(c):  # channels c of every array
+            g, x_hat, out = gy[:, c], self.x_hat[:, c], gx[:, c]
+            gbeta[c] = _channel_sum(g)
+            xp.multiply(g, x_hat, out=out)  # out as scratch for g * x_hat
+            ggamma[c] = _channel_sum(out)
+            scale = _per_channel(self.gamma[c] * self.inv_std[c])  # (1, slab, 1, 1)
+            if not self.training:
+                xp.multiply(g, scale, out=out)
+                return
+            # the training formula, in place on out (each step one pass over the slab):
+            xp.multiply(x_hat, _per_channel(-ggamma[c] / self.count), out=out)  # - x_hat dgamma / M
+            out += g
+            out -= _per_channel(gbeta[c] / self.count)  # - dbeta / M
+            out *= scale
+        for_each_channel_slab(differentiate, gy)
         return gx, ggamma, gbeta
 
 

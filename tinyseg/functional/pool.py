@@ -17,6 +17,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
+from ..parallel import for_each_channel_slab
 from .conv import as_pair
 
 
@@ -79,27 +80,39 @@ class MaxPool2d(Function):
             x.shape, self.kernel_size, self.stride, self.padding, "max_pool2d")
         self.geometry = stride, padding, out_size
         self.taps = [(i, j) for i in range(kh) for j in range(kw)]  # row-major, like torch's scan
-        padded = _pad(x, padding, -np.inf)  # (N, C, H + 2 p_h, W + 2 p_w)
-        self.padded_shape, self.dtype = padded.shape, x.dtype
-        out = _tap(padded, *self.taps[0], stride, out_size).copy()  # (N, C, H_out, W_out)
+        self.x_shape, self.dtype = x.shape, x.dtype
+        out = xp.empty(x.shape[:2] + out_size, x.dtype)  # (N, C, H_out, W_out)
         self.argmax = xp.zeros(out.shape, np.int32)  # which tap holds each window's max
-        for t, (i, j) in enumerate(self.taps[1:], start=1):
-            window = _tap(padded, i, j, stride, out_size)
-            better = window > out  # strict: an equal value loses the tie
-            better |= xp.isnan(window)  # a NaN takes over (torch: the last NaN wins)
-            xp.maximum(out, window, out=out)  # the new running max, NaN included
-            # t grows along the loop, so "argmax = t where better" is a running max too
-            xp.maximum(self.argmax, better * np.int32(t), out=self.argmax)
+
+        def pool(c):  # a slab c of the channels (tinyseg/parallel.py)
+            padded = _pad(x[:, c], padding, -np.inf)  # (N, slab, H + 2 p_h, W + 2 p_w)
+            best, argmax = out[:, c], self.argmax[:, c]
+            best[...] = _tap(padded, *self.taps[0], stride, out_size)
+            for t, (i, j) in enumerate(self.taps[1:], start=1):
+                window = _tap(padded, i, j, stride, out_size)
+                better = window > best  # strict: an equal value loses the tie
+                better |= xp.isnan(window)  # a NaN takes over (torch: the last NaN wins)
+                xp.maximum(best, window, out=best)  # the new running max, NaN included
+                # t grows along the loop, so "argmax = t where better" is a running max too
+                xp.maximum(argmax, better * np.int32(t), out=argmax)
+        for_each_channel_slab(pool, x)
         return out
 
     def backward(self, gy):
         xp = get_array_module(gy)
         stride, padding, out_size = self.geometry
-        gx = xp.zeros(self.padded_shape, self.dtype)  # (N, C, H + 2 p_h, W + 2 p_w)
-        for t, (i, j) in enumerate(self.taps):
-            view = _tap(gx, i, j, stride, out_size)  # overlapping windows add up here
-            view += gy * (self.argmax == t)
-        return _unpad(gx, padding)
+        gx = xp.empty(self.x_shape, self.dtype)  # (N, C, H, W)
+        (ph, pw), (h, w) = padding, self.x_shape[2:]
+
+        def route(c):  # a slab c of the channels
+            g, argmax = gy[:, c], self.argmax[:, c]
+            padded = xp.zeros(g.shape[:2] + (h + 2 * ph, w + 2 * pw), self.dtype)
+            for t, (i, j) in enumerate(self.taps):
+                view = _tap(padded, i, j, stride, out_size)  # overlapping windows add up here
+                view += g * (argmax == t)
+            gx[:, c] = _unpad(padded, padding)
+        for_each_channel_slab(route, gx)
+        return gx
 
 
 class AvgPool2d(Function):
