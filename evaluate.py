@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from tinyseg.backend import BackendError, get_backend
+from tinyseg.backend import BackendError, get_backend, keep_freed_memory
 from tinyseg.data import DATASET_NAMES, DataError, build_dataset
 from tinyseg.evaluation import Progress, evaluate, format_report, save_prediction
 from tinyseg.nn import StateDictError
@@ -48,6 +48,8 @@ def main(argv=None):
         if not scales or min(scales) <= 0:
             raise ValueError(f"--scales must be positive numbers, got {args.scales!r}")
         xp = get_backend(args.backend)
+        if args.backend == "numpy":
+            keep_freed_memory()  # steps reuse freed memory instead of faulting in new pages
         model, meta = model_from_checkpoint(args.checkpoint)
         trained = run_settings(args.checkpoint)
         name = args.dataset or trained.get("dataset")

@@ -53,7 +53,7 @@ import ops  # noqa: E402  (sets the BLAS thread variables from --threads before 
 import numpy as np  # noqa: E402
 
 from tinyseg import nn, no_grad, optim  # noqa: E402
-from tinyseg.backend import BackendError, get_backend, to_numpy  # noqa: E402
+from tinyseg.backend import BackendError, get_backend, keep_freed_memory, to_numpy  # noqa: E402
 from tinyseg.models import build_model  # noqa: E402
 
 NUM_CLASSES, OUTPUT_STRIDE = 21, 16
@@ -261,7 +261,8 @@ def measure_memory(args, name, framework):
     """Run peak_memory_child in a fresh interpreter and return its report."""
     command = [sys.executable, os.path.abspath(__file__), "--child", name, framework,
                "--backend", args.backend, "--threads", str(ops.THREADS),
-               "--openblas-coretype", args.openblas_coretype] + (["--quick"] if args.quick else [])
+               "--openblas-coretype", args.openblas_coretype, "--malloc", args.malloc]
+    command += ["--quick"] if args.quick else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"memory subprocess for {name} / {framework} failed: "
@@ -311,7 +312,7 @@ def run(args):
     time.sleep(1.0)
     busy = others_busy(idle_check, cpu_times())
     print(f"{args.backend} on {machine}; {ops.THREADS} threads; numpy {np.__version__} "
-          f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'native')}), "
+          f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'native')}), malloc {args.malloc}, "
           f"torch {torch.__version__} on {device or 'n/a'}")
     if busy > 0.1:
         print(f"warning: other processes keep {busy:.0%} of the CPUs busy; they skew the numbers")
@@ -355,6 +356,10 @@ def run(args):
         "torch_threads": torch.get_num_threads(), "blas_threads": ops.blas_threads(),
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "native"),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "malloc": ("freed memory kept for reuse (tinyseg.backend.keep_freed_memory, as train.py "
+                   "does), in the one process that runs both frameworks" if args.malloc_applied
+                   else "glibc defaults"),
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
         "dtype": "float32", "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
         "sizes": ("--quick: smaller images than the full run (steps 128x128, inference "
                   "256x256 on the CPU)" if args.quick and args.backend == "numpy"
@@ -407,6 +412,10 @@ def main():
                         help="torch and BLAS threads (default: all cores)")
     parser.add_argument("--openblas-coretype", default="env",
                         help="as in bench/ops.py: env, native, or a core name")
+    parser.add_argument("--malloc", default="keep", choices=["keep", "default"],
+                        help="keep: the process reuses freed memory, as train.py sets it "
+                             "(tinyseg.backend.keep_freed_memory), for both frameworks; "
+                             "default: glibc's own settings")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--profile", nargs="?", const=CASES[0][0], metavar="CASE",
                         help="profile tinyseg on one case (default: the ResNet-50 step) "
@@ -419,6 +428,7 @@ def main():
     args = parser.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.warmup = 1 if args.quick else 2
+    args.malloc_applied = args.malloc == "keep" and args.backend == "numpy" and keep_freed_memory()
     try:
         if args.child:
             peak_memory_child(args)

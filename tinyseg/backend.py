@@ -9,6 +9,9 @@ writes its math once with that module, called `xp` by convention:
 so the same line runs on the CPU (NumPy) and on an NVIDIA GPU (CuPy). Only this file imports
 cupy; everything else goes through the helpers below.
 """
+import ctypes
+import sys
+
 import numpy as np
 
 try:  # CuPy is an optional extra: `pip install tinyseg[cuda]`.
@@ -81,3 +84,28 @@ def to_device(array, device):
 def to_numpy(array):
     """A NumPy copy of any array (for printing, saving and metrics)."""
     return to_device(array, "cpu")
+
+
+def keep_freed_memory():
+    """Let this process reuse the memory it frees instead of handing it back to the OS.
+
+    A training step allocates and frees hundreds of MB of activations and gradients. glibc's
+    malloc serves large blocks (over 32 MB, or once freed blocks were handed back) straight from
+    the OS, which hands out fresh pages that fault in one by one (about 60,000 faults and
+    ~10% of a ResNet-50 step on the CPU). With these settings freed blocks stay in the heap
+    and the next step reuses them, as GPU frameworks' caching allocators (CuPy's memory pool)
+    do. The process then keeps its peak memory. Linux with glibc only; returns whether it
+    applied (elsewhere it does nothing).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another C library
+        return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    settings = ((M_MMAP_THRESHOLD, 1 << 30),   # blocks up to 1 GB come from the heap
+                (M_TRIM_THRESHOLD, 2**31 - 1),  # never shrink the heap
+                (M_TOP_PAD, 1 << 28))           # grow it 256 MB at a time
+    return all(mallopt(option, value) == 1 for option, value in settings)

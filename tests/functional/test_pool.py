@@ -68,6 +68,8 @@ def test_max_pool_matches_torch(xp, rng, shape, kernel, stride, padding):
     assert y.dtype == np.float32
     assert_close(y, y_ref, tol=0)  # a max is exact
     assert_close(gx, gx_ref)  # overlapping windows may add their shares in another order
+    y_no_grad = F.max_pool2d(xp.asarray(x), kernel, stride, padding)  # no argmax kept
+    assert_close(y_no_grad.data, y_ref, tol=0)
 
 
 def test_max_pool_propagates_nan(xp):

@@ -82,14 +82,19 @@ class MaxPool2d(Function):
         self.taps = [(i, j) for i in range(kh) for j in range(kw)]  # row-major, like torch's scan
         self.x_shape, self.dtype = x.shape, x.dtype
         out = xp.empty(x.shape[:2] + out_size, x.dtype)  # (N, C, H_out, W_out)
-        self.argmax = xp.zeros(out.shape, np.int32)  # which tap holds each window's max
+        # which tap holds each window's max: only backward needs it
+        self.argmax = xp.zeros(out.shape, np.int32) if self.needs_input_grad[0] else None
 
         def pool(c):  # a slab c of the channels (tinyseg/parallel.py)
             padded = _pad(x[:, c], padding, -np.inf)  # (N, slab, H + 2 p_h, W + 2 p_w)
-            best, argmax = out[:, c], self.argmax[:, c]
+            best = out[:, c]
             best[...] = _tap(padded, *self.taps[0], stride, out_size)
             for t, (i, j) in enumerate(self.taps[1:], start=1):
                 window = _tap(padded, i, j, stride, out_size)
+                if self.argmax is None:
+                    xp.maximum(best, window, out=best)  # NaN included
+                    continue
+                argmax = self.argmax[:, c]
                 better = window > best  # strict: an equal value loses the tie
                 better |= xp.isnan(window)  # a NaN takes over (torch: the last NaN wins)
                 xp.maximum(best, window, out=best)  # the new running max, NaN included
