@@ -3,6 +3,7 @@
     python bench/step.py                   # NumPy vs torch CPU -> bench/results/step-<machine>.json
     python bench/step.py --quick           # 2 repeats on smaller images: a smoke test
     python bench/step.py --backend cupy    # CuPy vs torch CUDA: batch 8, 512x512, TF32 off
+    TINYSEG_CUDA_KERNELS=1 python bench/step.py --backend cupy --out ...   # with the CUDA kernels
     python bench/step.py --profile         # cProfile of tinyseg's ResNet-50 step, top functions
     python bench/step.py --profile "xception65 step"
 
@@ -52,7 +53,7 @@ import ops  # noqa: E402  (sets the BLAS thread variables from --threads before 
 
 import numpy as np  # noqa: E402
 
-from tinyseg import nn, no_grad, optim  # noqa: E402
+from tinyseg import cuda_kernels, nn, no_grad, optim  # noqa: E402
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory, to_numpy  # noqa: E402
 from tinyseg.models import build_model  # noqa: E402
 
@@ -371,6 +372,8 @@ def run(args):
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cases": rows,
     }
     if args.backend == "cupy":
+        report["cuda_kernels"] = ("tinyseg/cuda_kernels.py (TINYSEG_CUDA_KERNELS=1)"
+                                  if cuda_kernels.enabled() else "plain CuPy ops")
         report["tf32"] = {"torch_matmul": torch.backends.cuda.matmul.allow_tf32,
                           "torch_cudnn": torch.backends.cudnn.allow_tf32,
                           "CUPY_TF32": os.environ.get("CUPY_TF32")}

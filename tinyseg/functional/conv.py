@@ -29,6 +29,7 @@ Everything but the GEMMs runs on cache-sized slabs of channels, spread over the 
 """
 import numpy as np
 
+from .. import cuda_kernels
 from ..autograd import Function
 from ..backend import get_array_module
 from ..parallel import for_each_channel_slab
@@ -45,6 +46,11 @@ def as_pair(value, name):
 def conv_output_size(size, kernel, stride, padding, dilation):
     """Output length along one axis: floor((size + 2 pad - dilation (kernel - 1) - 1) / stride) + 1."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _cuda_kernels_on(xp):
+    """Use tinyseg/cuda_kernels.py's twins of the ops below (CuPy, TINYSEG_CUDA_KERNELS=1)."""
+    return xp is not np and cuda_kernels.enabled()
 
 
 def _pad(x, padding):
@@ -87,6 +93,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     n, c, h, w = x.shape
     out_size = (conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
                 conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
+    if _cuda_kernels_on(xp):  # the same gather as one CUDA kernel
+        return cuda_kernels.im2col(x, (kh, kw), stride, padding, dilation, out_size)
     col = xp.empty((n, c, kh, kw) + out_size, dtype=x.dtype)
 
     def gather(channels):
@@ -110,6 +118,8 @@ def col2im(col, input_size, stride=1, padding=0, dilation=1):
     n, c, kh, kw, oh, ow = col.shape
     (h, w), stride = input_size, as_pair(stride, "stride")
     (ph, pw), dilation = as_pair(padding, "padding"), as_pair(dilation, "dilation")
+    if _cuda_kernels_on(xp):  # one CUDA thread per pixel, summing the taps that read it
+        return cuda_kernels.col2im(col, (h, w), stride, (ph, pw), dilation)
     x = xp.empty((n, c, h, w), dtype=col.dtype)
 
     def scatter(channels):
@@ -212,7 +222,11 @@ class Conv2d(Function):
         self.depthwise = g == c_in == c_out
         self.pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
         keep = self.needs_input_grad[1]  # only dW reads the input again (as columns)
-        if self.depthwise:
+        if self.depthwise and _cuda_kernels_on(xp):
+            y = cuda_kernels.depthwise_forward(x, weight, self.stride, self.padding,
+                                               self.dilation, self.out_size)
+            self.x = x if keep else None
+        elif self.depthwise:
             padded = _pad(x, self.padding)                            # (N, C, Hp, Wp)
             y = xp.empty((n, c_out) + self.out_size, dtype=x.dtype)
             for_each_channel_slab(lambda c: _depthwise_forward(padded[:, c], weight[c], self.stride,
@@ -260,6 +274,9 @@ class Conv2d(Function):
         n, c_in, h, w = self.x_shape
         c_out, c_group, kh, kw = self.weight.shape
         g = self.groups
+        if self.depthwise and _cuda_kernels_on(xp):
+            return cuda_kernels.depthwise_grad_input(gy, self.weight, self.x_shape, self.stride,
+                                                     self.padding, self.dilation)
         if self.depthwise:
             g_padded = xp.empty(self.padded_shape, dtype=gy.dtype)   # (N, C, Hp, Wp)
             for_each_channel_slab(lambda c: _depthwise_grad_input(gy[:, c], self.weight[c],
@@ -280,6 +297,9 @@ class Conv2d(Function):
         """dW[g] = sum_n dy[n, g] col[n, g]^T (depthwise: one reduction per tap)."""
         xp = get_array_module(gy)
         n, c_out = gy.shape[:2]
+        if self.depthwise and _cuda_kernels_on(xp):
+            return cuda_kernels.depthwise_grad_weight(gy, self.x, self.weight.shape[2:],
+                                                      self.stride, self.padding, self.dilation)
         if self.depthwise:
             gw = xp.empty_like(self.weight)                           # (C, 1, kH, kW)
             for_each_channel_slab(lambda c: _depthwise_grad_weight(gy[:, c], self.padded[:, c],

@@ -1,0 +1,223 @@
+"""Hand-written CUDA kernels for the convolution's data movement on the GPU, each the twin of a
+plain-xp op that stays the reference (and the CPU path):
+
+    kernel                 replaces (plain xp, tinyseg/functional/conv.py)
+    im2col                 im2col: kH * kW strided slice copies
+    col2im                 col2im: kH * kW strided slice additions
+    depthwise_forward      the depthwise branch's tap-by-tap multiply-adds
+    depthwise_grad_input   its adjoint in x
+    depthwise_grad_weight  its adjoint in W
+
+Each kernel gives one output element to one CUDA thread, in a grid-stride loop (a thread takes
+index i, i + all threads, ...), and computes it from the inputs alone: a pixel of col2im or of
+the depthwise input gradient GATHERS the taps that read it, instead of scattering into it, so
+no two threads write the same element and no atomics are needed. In exchange each kernel
+recomputes which taps see a pixel, the index arithmetic below.
+
+They are compiled by CuPy (NVRTC) on first use, for float or double (`real`). The plain-xp ops
+run on CuPy as well; the kernels are used there only when TINYSEG_CUDA_KERNELS=1, until a
+session with a GPU has timed both (bench/step.py --backend cupy). Tests check every kernel
+against its plain twin: on a GPU through CuPy, and on any machine through
+tests/cuda_emulator.py, which compiles this same source with the C compiler and runs the
+grid-stride loop with one thread.
+"""
+import functools
+import os
+
+import numpy as np
+
+from .backend import get_array_module
+
+SOURCE = r"""
+#define GRID_STRIDE_LOOP(index, total) \
+    for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < (total); \
+         index += (long long)blockDim.x * gridDim.x)
+
+/* col[n, c, i, j, p, q] = x[n, c, p sh + i dh - ph, q sw + j dw - pw], 0 outside the image */
+extern "C" __global__ void im2col(const real* x, real* col,
+        long long N, long long C, long long H, long long W, long long KH, long long KW,
+        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
+        long long DH, long long DW) {
+    GRID_STRIDE_LOOP(index, N * C * KH * KW * OH * OW) {
+        long long q = index % OW, rest = index / OW;
+        long long p = rest % OH; rest /= OH;
+        long long j = rest % KW; rest /= KW;
+        long long i = rest % KH; rest /= KH;             /* rest = n C + c */
+        long long row = p * SH + i * DH - PH, column = q * SW + j * DW - PW;
+        int inside = row >= 0 && row < H && column >= 0 && column < W;
+        col[index] = inside ? x[(rest * H + row) * W + column] : (real)0;
+    }
+}
+
+/* The taps (i, j) and output pixels (p, q) that read input pixel (h, w): p sh + i dh - ph = h
+   and q sw + j dw - pw = w, with p, q inside the output. */
+#define FOR_EACH_TAP_READING(h, w, BODY) \
+    for (long long i = 0; i < KH; ++i) { \
+        long long r = (h) + PH - i * DH; \
+        if (r < 0 || r % SH != 0 || r / SH >= OH) continue; \
+        long long p = r / SH; \
+        for (long long j = 0; j < KW; ++j) { \
+            long long s = (w) + PW - j * DW; \
+            if (s < 0 || s % SW != 0 || s / SW >= OW) continue; \
+            long long q = s / SW; \
+            BODY \
+        } \
+    }
+
+/* x[n, c, h, w] = sum of col[n, c, i, j, p, q] over the taps that read (h, w) */
+extern "C" __global__ void col2im(const real* col, real* x,
+        long long N, long long C, long long H, long long W, long long KH, long long KW,
+        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
+        long long DH, long long DW) {
+    GRID_STRIDE_LOOP(index, N * C * H * W) {
+        long long w = index % W, rest = index / W;
+        long long h = rest % H; rest /= H;               /* rest = n C + c */
+        real sum = 0;
+        FOR_EACH_TAP_READING(h, w, sum += col[(((rest * KH + i) * KW + j) * OH + p) * OW + q];)
+        x[index] = sum;
+    }
+}
+
+/* y[n, c, p, q] = sum over taps of weight[c, i, j] x[n, c, p sh + i dh - ph, q sw + j dw - pw] */
+extern "C" __global__ void depthwise_forward(const real* x, const real* weight, real* y,
+        long long N, long long C, long long H, long long W, long long KH, long long KW,
+        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
+        long long DH, long long DW) {
+    GRID_STRIDE_LOOP(index, N * C * OH * OW) {
+        long long q = index % OW, rest = index / OW;
+        long long p = rest % OH; rest /= OH;             /* rest = n C + c */
+        long long c = rest % C;
+        real sum = 0;
+        for (long long i = 0; i < KH; ++i) {
+            long long row = p * SH + i * DH - PH;
+            if (row < 0 || row >= H) continue;
+            for (long long j = 0; j < KW; ++j) {
+                long long column = q * SW + j * DW - PW;
+                if (column < 0 || column >= W) continue;
+                sum += weight[(c * KH + i) * KW + j] * x[(rest * H + row) * W + column];
+            }
+        }
+        y[index] = sum;
+    }
+}
+
+/* dx[n, c, h, w] = sum over the taps reading (h, w) of weight[c, i, j] dy[n, c, p, q] */
+extern "C" __global__ void depthwise_grad_input(const real* gy, const real* weight, real* gx,
+        long long N, long long C, long long H, long long W, long long KH, long long KW,
+        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
+        long long DH, long long DW) {
+    GRID_STRIDE_LOOP(index, N * C * H * W) {
+        long long w = index % W, rest = index / W;
+        long long h = rest % H; rest /= H;               /* rest = n C + c */
+        long long c = rest % C;
+        real sum = 0;
+        FOR_EACH_TAP_READING(h, w,
+            sum += weight[(c * KH + i) * KW + j] * gy[(rest * OH + p) * OW + q];)
+        gx[index] = sum;
+    }
+}
+
+/* dW[c, i, j] = sum over (n, p, q) of dy[n, c, p, q] x[n, c, p sh + i dh - ph, q sw + j dw - pw] */
+extern "C" __global__ void depthwise_grad_weight(const real* gy, const real* x, real* gw,
+        long long N, long long C, long long H, long long W, long long KH, long long KW,
+        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
+        long long DH, long long DW) {
+    GRID_STRIDE_LOOP(index, C * KH * KW) {
+        long long j = index % KW, rest = index / KW;
+        long long i = rest % KH;
+        long long c = rest / KH;
+        real sum = 0;
+        for (long long n = 0; n < N; ++n)
+            for (long long p = 0; p < OH; ++p) {
+                long long row = p * SH + i * DH - PH;
+                if (row < 0 || row >= H) continue;
+                for (long long q = 0; q < OW; ++q) {
+                    long long column = q * SW + j * DW - PW;
+                    if (column < 0 || column >= W) continue;
+                    sum += gy[((n * C + c) * OH + p) * OW + q]
+                         * x[((n * C + c) * H + row) * W + column];
+                }
+            }
+        gw[index] = sum;
+    }
+}
+"""
+
+NAMES = ("im2col", "col2im", "depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight")
+THREADS_PER_BLOCK = 256
+C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+def enabled():
+    """True when the CuPy ops should call these kernels (TINYSEG_CUDA_KERNELS=1)."""
+    return os.environ.get("TINYSEG_CUDA_KERNELS", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(xp, name, c_type):
+    return xp.RawKernel(SOURCE, name, options=(f"-Dreal={c_type}",))
+
+
+def cupy_launch(name, total, arrays, sizes):
+    """Run kernel `name` on CuPy arrays with one thread per element of a `total`-sized output."""
+    xp = get_array_module(arrays[0])
+    kernel = _compiled(xp, name, C_TYPES[np.dtype(arrays[0].dtype)])
+    blocks = max(1, min(-(-total // THREADS_PER_BLOCK), 65536))  # the loop covers the rest
+    kernel((blocks,), (THREADS_PER_BLOCK,), tuple(arrays) + tuple(np.int64(s) for s in sizes))
+
+
+def _geometry(x_shape, kernel, stride, padding, dilation, out_size):
+    """The 14 sizes every kernel takes: N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW."""
+    return tuple(x_shape) + tuple(kernel) + tuple(out_size) + tuple(stride) + tuple(padding) \
+        + tuple(dilation)
+
+
+def im2col(x, kernel, stride, padding, dilation, out_size, launch=cupy_launch):
+    """x: (N, C, H, W) -> col: (N, C, kH, kW, H_out, W_out); the twin of conv.im2col."""
+    xp = get_array_module(x)
+    x = xp.ascontiguousarray(x)
+    col = xp.empty(x.shape[:2] + tuple(kernel) + tuple(out_size), x.dtype)
+    launch("im2col", col.size, (x, col), _geometry(x.shape, kernel, stride, padding, dilation,
+                                                   out_size))
+    return col
+
+
+def col2im(col, input_size, stride, padding, dilation, launch=cupy_launch):
+    """col: (N, C, kH, kW, H_out, W_out) -> (N, C, H, W); the twin of conv.col2im."""
+    xp = get_array_module(col)
+    col = xp.ascontiguousarray(col)
+    n, c, kh, kw, oh, ow = col.shape
+    x = xp.empty((n, c) + tuple(input_size), col.dtype)
+    launch("col2im", x.size, (col, x), _geometry(x.shape, (kh, kw), stride, padding, dilation,
+                                                 (oh, ow)))
+    return x
+
+
+def depthwise_forward(x, weight, stride, padding, dilation, out_size, launch=cupy_launch):
+    """x: (N, C, H, W), weight: (C, 1, kH, kW) -> y: (N, C, H_out, W_out)."""
+    xp = get_array_module(x)
+    x, weight = xp.ascontiguousarray(x), xp.ascontiguousarray(weight)
+    y = xp.empty(x.shape[:2] + tuple(out_size), x.dtype)
+    launch("depthwise_forward", y.size, (x, weight, y),
+           _geometry(x.shape, weight.shape[2:], stride, padding, dilation, out_size))
+    return y
+
+
+def depthwise_grad_input(gy, weight, x_shape, stride, padding, dilation, launch=cupy_launch):
+    """gy: (N, C, H_out, W_out), weight: (C, 1, kH, kW) -> dx: x_shape = (N, C, H, W)."""
+    xp = get_array_module(gy)
+    gy, weight = xp.ascontiguousarray(gy), xp.ascontiguousarray(weight)
+    gx = xp.empty(x_shape, gy.dtype)
+    launch("depthwise_grad_input", gx.size, (gy, weight, gx),
+           _geometry(x_shape, weight.shape[2:], stride, padding, dilation, gy.shape[2:]))
+    return gx
+
+
+def depthwise_grad_weight(gy, x, kernel, stride, padding, dilation, launch=cupy_launch):
+    """gy: (N, C, H_out, W_out), x: (N, C, H, W) -> dW: (C, 1, kH, kW)."""
+    xp = get_array_module(gy)
+    gy, x = xp.ascontiguousarray(gy), xp.ascontiguousarray(x)
+    gw = xp.empty((x.shape[1], 1) + tuple(kernel), gy.dtype)
+    launch("depthwise_grad_weight", gw.size, (gy, x, gw),
+           _geometry(x.shape, kernel, stride, padding, dilation, gy.shape[2:]))
+    return gw
