@@ -60,7 +60,11 @@ class SGD:
                 else:  # a chunk of the flat view needs contiguous arrays: do it whole
                     chunks = [None]
                 pieces += [(p, chunk, settings) for chunk in chunks]
-        parallel.run(self._update, pieces)
+        if pieces and get_array_module(pieces[0][0].data) is np:
+            parallel.run(self._update, pieces)
+        else:  # CuPy: the GPU runs each update in parallel by itself
+            for piece in pieces:
+                self._update(piece)
 
     def _update(self, piece):
         """p -= lr * buf, with buf = momentum * buf + (grad + weight_decay * p), on one chunk
