@@ -42,9 +42,12 @@ def test_num_threads_follows_the_blas_variables(monkeypatch):
 
 def test_tasks_run_on_worker_threads_and_errors_reach_the_caller(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    names = set()
-    parallel.run(lambda i: names.add(threading.current_thread().name), list(range(8)))
-    assert names and all(name.startswith("tinyseg-slab") for name in names)
+    names = {}
+    parallel.run(lambda i: names.__setitem__(i, threading.current_thread().name), list(range(8)))
+    # the caller works through the first run of neighbours, a worker through the second
+    assert sorted(names) == list(range(8))
+    assert {names[i] for i in range(4)} == {threading.current_thread().name}
+    assert all(names[i].startswith("tinyseg-slab") for i in range(4, 8))
 
     def fail(i):
         if i == 3:

@@ -32,6 +32,7 @@ CACHE_BYTES = 1024 * 1024  # a slab of this size stays in a core's L2 cache (mea
 MIN_PARALLEL_BYTES = 256 * 1024  # smaller arrays: one slab on the calling thread (no hand-off)
 
 _pool = None  # the worker threads, made on first use
+_pool_workers = 0
 _worker = threading.local()  # .busy is True inside a worker: nested calls then run inline
 
 
@@ -65,20 +66,35 @@ def run(task, items):
     """Call task(item) for every item (slices of an array, or independent pieces of work such
     as parameters); the tasks write disjoint outputs, so their order does not matter.
 
-    More than one item and more than one thread: the items go to the worker threads, and
-    the first exception a task raised is raised here.
+    With more than one thread, the items are dealt out in as many runs of neighbours: this
+    thread works through the first run while the workers take the others (one hand-off per
+    thread, however small the slabs), and the first exception a task raised is raised here.
     """
-    global _pool
-    threads = num_threads()
-    if len(items) == 1 or threads == 1 or getattr(_worker, "busy", False):
+    global _pool, _pool_workers
+    threads = min(num_threads(), len(items))
+    if threads <= 1 or getattr(_worker, "busy", False):
         for item in items:
             task(item)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(threads, thread_name_prefix="tinyseg-slab",
+    if _pool is None or _pool_workers < threads - 1:
+        _pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="tinyseg-slab",
                                    initializer=_mark_worker)
-    for _ in _pool.map(task, items):  # re-raises a task's exception here
-        pass
+        _pool_workers = threads - 1
+    per_thread = -(-len(items) // threads)
+    runs = [items[start:start + per_thread] for start in range(0, len(items), per_thread)]
+    futures = [_pool.submit(_work_through, task, run_) for run_ in runs[1:]]
+    _worker.busy = True  # a task that splits its own work runs it inline
+    try:
+        _work_through(task, runs[0])
+    finally:
+        _worker.busy = False
+        for future in futures:
+            future.result()  # waits, and re-raises a worker's exception here
+
+
+def _work_through(task, items):
+    for item in items:
+        task(item)
 
 
 def _mark_worker():

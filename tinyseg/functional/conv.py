@@ -19,10 +19,8 @@ im2col and col2im loop over the kH * kW kernel taps, never over pixels: the inpu
 independent convolutions, done together as one batched matmul over a group axis.
 
 A depthwise convolution (groups = C_in = C_out, one kH x kW filter per channel, Xception's
-main op) has only kH * kW weights per channel, so its GEMMs would be tiny and its columns
-kH * kW times larger than the input; it takes its own branch (`_depthwise_forward`,
-`_depthwise_grad_input`, `_depthwise_grad_weight`) that multiplies and adds the same tap
-slices elementwise instead, without building columns.
+main op) has only kH * kW weights per channel: it takes its own branch, `depthwise.py`, which
+works channel by channel on a few channels at a time.
 
 Everything but the GEMMs runs on cache-sized slabs of channels, spread over the CPU's cores
 (tinyseg/parallel.py); the GEMMs are multithreaded by the BLAS.
@@ -33,6 +31,7 @@ from .. import cuda_kernels
 from ..autograd import Function
 from ..backend import get_array_module
 from ..parallel import for_each_channel_slab
+from . import depthwise
 
 
 def as_pair(value, name):
@@ -133,77 +132,13 @@ def col2im(col, input_size, stride=1, padding=0, dilation=1):
     return x
 
 
-def _crop(padded, padding, size):
-    """(N, C, H + 2 ph, W + 2 pw) -> (N, C, H, W): drop the border that _pad added.
-
-    Returns a contiguous array (a gradient that later ops read row by row).
-    """
-    (ph, pw), (h, w) = padding, size
-    xp = get_array_module(padded)
-    return xp.ascontiguousarray(padded[:, :, ph:ph + h, pw:pw + w])
-
-
-# ---------------------------------------------------------------- depthwise branch
-def _depthwise_forward(padded, weight, stride, dilation, out):
-    """One kH x kW filter per channel: y[n, c] = sum over taps (i, j) of W[c, 0, i, j] x_tap[n, c].
-
-    padded: (N, C, Hp, Wp), weight: (C, 1, kH, kW) -> out: (N, C, H_out, W_out), written in place.
-    x_tap is the strided slice of the padded input that tap (i, j) sees (`_tap_slices`).
-    """
-    xp = get_array_module(padded)
-    c = padded.shape[1]
-    kh, kw = weight.shape[2:]
-    out[...] = 0
-    term = xp.empty_like(out)  # one tap's contribution, reused
-    for i in range(kh):
-        for j in range(kw):
-            rows, cols = _tap_slices(i, j, out.shape[2:], stride, dilation)
-            tap_weight = weight[:, 0, i, j].reshape(1, c, 1, 1)  # (C,) -> (1, C, 1, 1)
-            xp.multiply(padded[:, :, rows, cols], tap_weight, out=term)
-            out += term
-
-
-def _depthwise_grad_input(gy, weight, stride, dilation, out):
-    """The adjoint of _depthwise_forward in x: every tap sends W[c, 0, i, j] dy back to its slice.
-
-    gy: (N, C, H_out, W_out), weight: (C, 1, kH, kW) -> out: (N, C, Hp, Wp), written in place:
-    out[tap slice] += W[c, 0, i, j] dy, summed over the taps (like col2im).
-    """
-    xp = get_array_module(gy)
-    c = gy.shape[1]
-    kh, kw = weight.shape[2:]
-    out[...] = 0
-    term = xp.empty_like(gy)  # one tap's contribution, reused
-    for i in range(kh):
-        for j in range(kw):
-            rows, cols = _tap_slices(i, j, gy.shape[2:], stride, dilation)
-            tap_weight = weight[:, 0, i, j].reshape(1, c, 1, 1)  # (C,) -> (1, C, 1, 1)
-            xp.multiply(gy, tap_weight, out=term)
-            out[:, :, rows, cols] += term
-
-
-def _depthwise_grad_weight(gy, padded, stride, dilation, out):
-    """dW[c, 0, i, j] = sum over (n, p, q) of dy[n, c, p, q] x_tap[n, c, p, q].
-
-    gy: (N, C, H_out, W_out), padded: (N, C, Hp, Wp) -> out: (C, 1, kH, kW), written in place.
-    """
-    xp = get_array_module(gy)
-    kh, kw = out.shape[2:]
-    term = xp.empty_like(gy)  # one tap's products, reused
-    for i in range(kh):
-        for j in range(kw):
-            rows, cols = _tap_slices(i, j, gy.shape[2:], stride, dilation)
-            xp.multiply(gy, padded[:, :, rows, cols], out=term)
-            out[:, 0, i, j] = term.sum(axis=(0, 2, 3))              # (N, C, H_out, W_out) -> (C,)
-
-
 # ---------------------------------------------------------------- the op
 class Conv2d(Function):
     """y = conv2d(x, W) + b.  x: (N, C_in, H, W), W: (C_out, C_in / G, kH, kW), b: (C_out,)
     -> y: (N, C_out, H_out, W_out), with H_out = floor((H + 2 ph - dh (kH - 1) - 1) / sh) + 1.
 
     Dense path: y[n, g] = W[g] @ col[n, g] for every image n and group g, in one batched matmul.
-    Depthwise path (G = C_in = C_out): per-tap multiply-adds (`_depthwise_forward`).
+    Depthwise path (G = C_in = C_out): one small product per channel (depthwise.py).
     Arguments are checked by the `conv2d` wrapper.
     """
 
@@ -222,18 +157,15 @@ class Conv2d(Function):
         self.depthwise = g == c_in == c_out
         self.pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
         keep = self.needs_input_grad[1]  # only dW reads the input again (as columns)
-        if self.depthwise and _cuda_kernels_on(xp):
-            y = cuda_kernels.depthwise_forward(x, weight, self.stride, self.padding,
+        if self.depthwise:
+            self.x = x if keep else None  # dW gathers the input under the taps again
+            if _cuda_kernels_on(xp):
+                y = cuda_kernels.depthwise_forward(x, weight, self.stride, self.padding,
+                                                   self.dilation, self.out_size)
+            else:
+                self.layout = depthwise.layout((h, w), (kh, kw), self.stride, self.padding,
                                                self.dilation, self.out_size)
-            self.x = x if keep else None
-        elif self.depthwise:
-            padded = _pad(x, self.padding)                            # (N, C, Hp, Wp)
-            y = xp.empty((n, c_out) + self.out_size, dtype=x.dtype)
-            for_each_channel_slab(lambda c: _depthwise_forward(padded[:, c], weight[c], self.stride,
-                                                               self.dilation, out=y[:, c]),
-                                  padded)
-            self.padded_shape = padded.shape
-            self.padded = padded if keep else None
+                y = depthwise.correlate(x, weight, self.layout)       # (N, C, H_out, W_out)
         else:
             col = self._columns(x)                                    # (N, G, K_g, L)
             w_mat = weight.reshape(g, c_out // g, c_group * kh * kw)  # (G, C_out/G, K_g)
@@ -269,7 +201,7 @@ class Conv2d(Function):
         return gx, gw, gb
 
     def _grad_input(self, gy):
-        """dx = col2im(dcol) with dcol[n, g] = W[g]^T dy[n, g] (depthwise: tap by tap)."""
+        """dx = col2im(dcol) with dcol[n, g] = W[g]^T dy[n, g] (depthwise: depthwise.py)."""
         xp = get_array_module(gy)
         n, c_in, h, w = self.x_shape
         c_out, c_group, kh, kw = self.weight.shape
@@ -278,12 +210,8 @@ class Conv2d(Function):
             return cuda_kernels.depthwise_grad_input(gy, self.weight, self.x_shape, self.stride,
                                                      self.padding, self.dilation)
         if self.depthwise:
-            g_padded = xp.empty(self.padded_shape, dtype=gy.dtype)   # (N, C, Hp, Wp)
-            for_each_channel_slab(lambda c: _depthwise_grad_input(gy[:, c], self.weight[c],
-                                                                  self.stride, self.dilation,
-                                                                  out=g_padded[:, c]),
-                                  g_padded)
-            return _crop(g_padded, self.padding, (h, w))
+            return depthwise.grad_input(gy, self.weight, self.x_shape, self.stride, self.padding,
+                                        self.dilation)
         gy_mat = gy.reshape(n, g, c_out // g, -1)      # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
         w_mat = self.weight.reshape(g, c_out // g, c_group * kh * kw)  # (G, C_out/G, K_g)
         # (G, K_g, C_out/G) @ (N, G, C_out/G, L) -> (N, G, K_g, L)
@@ -294,19 +222,14 @@ class Conv2d(Function):
         return col2im(gcol, (h, w), self.stride, self.padding, self.dilation)
 
     def _grad_weight(self, gy):
-        """dW[g] = sum_n dy[n, g] col[n, g]^T (depthwise: one reduction per tap)."""
+        """dW[g] = sum_n dy[n, g] col[n, g]^T (depthwise: depthwise.py)."""
         xp = get_array_module(gy)
         n, c_out = gy.shape[:2]
         if self.depthwise and _cuda_kernels_on(xp):
             return cuda_kernels.depthwise_grad_weight(gy, self.x, self.weight.shape[2:],
                                                       self.stride, self.padding, self.dilation)
         if self.depthwise:
-            gw = xp.empty_like(self.weight)                           # (C, 1, kH, kW)
-            for_each_channel_slab(lambda c: _depthwise_grad_weight(gy[:, c], self.padded[:, c],
-                                                                   self.stride, self.dilation,
-                                                                   out=gw[c]),
-                                  self.padded)
-            return gw
+            return depthwise.grad_weight(self.x, gy, self.layout).reshape(self.weight.shape)
         # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
         gy_mat = gy.reshape(n, self.groups, c_out // self.groups, -1)
         # dW^T = sum_n col[n] dy[n]^T (OpenBLAS runs this orientation faster than dy col^T):
