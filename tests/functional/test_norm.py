@@ -44,6 +44,42 @@ def test_gradcheck_training_without_affine(xp, rng):
     gradcheck(lambda x: F.batch_norm(x, None, None, training=True), [x])
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_gradcheck_fused_relu(xp, rng, training):
+    x = xp.asarray(rng.standard_normal(SHAPE) * 2 + 1)
+    gamma, beta = (xp.asarray(a) for a in random_params(rng, SHAPE[1]))
+    mean = xp.asarray(rng.standard_normal(SHAPE[1]))
+    var = xp.asarray(rng.uniform(0.5, 2.0, SHAPE[1]))
+    stats = (None, None) if training else (mean, var)
+    gradcheck(lambda x, w, b: F.batch_norm(x, *stats, w, b, training=training, relu=True),
+              [x, gamma, beta])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_relu_is_relu_of_batch_norm(xp, rng, training):
+    """relu=True gives relu(batch_norm(x)), its three gradients and running statistics, with
+    and without a backward (no mask kept then)."""
+    x0 = rng.standard_normal(SHAPE) + 0.5
+    gy = xp.asarray(rng.standard_normal(SHAPE))
+    gamma, beta = random_params(rng, SHAPE[1])
+    results = []
+    for fused in (False, True):
+        mean, var = xp.zeros(SHAPE[1]), xp.ones(SHAPE[1])
+        x, w, b = (Tensor(xp.asarray(a), requires_grad=True) for a in (x0, gamma, beta))
+        y = F.batch_norm(x, mean, var, w, b, training=training, relu=fused)
+        y = y if fused else F.relu(y)
+        y.backward(gy)
+        with no_grad():
+            y_no_grad = F.batch_norm(xp.asarray(x0), xp.zeros(SHAPE[1]), xp.ones(SHAPE[1]),
+                                     xp.asarray(gamma), xp.asarray(beta), training=training,
+                                     relu=True)
+        assert_close(y_no_grad.data, y.data, tol=1e-12)
+        results.append([y.data, x.grad, w.grad, b.grad, mean, var])
+    assert (to_numpy(results[1][0]) >= 0).all() and (to_numpy(results[1][0]) == 0).any()
+    for plain, fused in zip(*results):
+        assert_close(fused, to_numpy(plain), tol=1e-12)
+
+
 # ---------------------------------------------------------------- conformance with torch (float32)
 def torch_batch_norm(x, mean, var, gamma, beta, gy, training):
     """torch's output, dx, dgamma, dbeta, and its running statistics after the call."""

@@ -93,16 +93,21 @@ class DUpsample(Function):
         n, k, h, w = F.shape
         self.F_shape, self.W = F.shape, W
         self.f = F.transpose(0, 2, 3, 1).reshape(n * h * w, k)  # (N*h*w, C~): a feature per row
-        v = self.f @ W.T + mean                                  # (N*h*w, r*r*C)
-        v = v.reshape(n, h, w, W.shape[0])                       # (N, h, w, r*r*C)
-        v = v.transpose(0, 3, 1, 2)                              # (N, r*r*C, h, w): the 1x1 conv
-        return _depth_to_space(v, self.ratio)                    # (N, C, h*r, w*r)
+        v = self.f @ W.T                                         # (N*h*w, r*r*C): the 1x1 conv
+        v += mean
+        # depth-to-space straight from the rows: v[(n, y, x), (i, j, c)] goes to
+        # out[n, c, y*r + i, x*r + j] (the ordering contract above), in one copy
+        r = self.ratio
+        c = W.shape[0] // (r * r)
+        v = v.reshape(n, h, w, r, r, c)                          # (n, y, x, i, j, c)
+        return v.transpose(0, 5, 1, 3, 2, 4).reshape(n, c, h * r, w * r)  # (n, c, y, i, x, j)
 
     def backward(self, gy):
         n, k, h, w = self.F_shape
-        gv = _space_to_depth(gy, self.ratio)                     # (N, r*r*C, h, w)
-        gv = gv.transpose(0, 2, 3, 1)                            # (N, h, w, r*r*C)
-        gv = gv.reshape(n * h * w, self.W.shape[0])              # (N*h*w, r*r*C): rows like v
+        r, c = self.ratio, gy.shape[1]
+        gv = gy.reshape(n, c, h, r, w, r)                        # (n, c, y, i, x, j)
+        gv = gv.transpose(0, 2, 4, 3, 5, 1)                      # (n, y, x, i, j, c)
+        gv = gv.reshape(n * h * w, r * r * c)                    # (N*h*w, r*r*C): rows like v
         g_F = g_W = g_mean = None
         if self.needs_input_grad[0]:
             g_F = (gv @ self.W).reshape(n, h, w, k)              # (N, h, w, C~)

@@ -43,11 +43,16 @@ class BatchNorm(Function):
     they are given), running statistics in eval mode; see the module docstring for the math.
     Channels are independent, so forward and backward each run whole, every pass of them, on
     one cache-sized slab of channels at a time (tinyseg/parallel.py).
+
+    relu=True fuses the ReLU that follows almost every batch norm: y = max(y, 0) and, in
+    backward, g = g * (y > 0) are then one more pass over a slab still in the cache, instead
+    of two more passes over the whole activation in memory.
     """
 
-    def __init__(self, running_mean, running_var, training, momentum, eps):
+    def __init__(self, running_mean, running_var, training, momentum, eps, relu=False):
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
+        self.relu = relu
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
@@ -57,8 +62,11 @@ class BatchNorm(Function):
         squares = xp.empty(channels, x.dtype)  # sum of (x - mean)^2 per channel
         self.inv_std = xp.empty(channels, x.dtype)
         y = xp.empty_like(x)  # (N, C, H, W)
-        # x_hat is kept only for backward; without one, training mode builds it in y
-        self.x_hat = xp.empty_like(x) if any(self.needs_input_grad) else None
+        # x_hat (and the ReLU's mask y > 0) are kept only for backward; without one,
+        # training mode builds x_hat in y
+        backward = any(self.needs_input_grad)
+        self.x_hat = xp.empty_like(x) if backward else None
+        self.mask = xp.empty(x.shape, bool) if backward and self.relu else None
 
         def normalise(c):  # channels c of every array
             x_hat = y[:, c] if self.x_hat is None else self.x_hat[:, c]
@@ -70,16 +78,19 @@ class BatchNorm(Function):
                 centered *= _per_channel(self.inv_std[c])  # in place: x_hat
                 xp.multiply(x_hat, _per_channel(gamma[c]), out=y[:, c])
                 y[:, c] += _per_channel(beta[c])
-                return
-            # eval: y = x * scale + shift, with scale = gamma / std, shift = beta - mean * scale
-            running_mean = self.running_mean[c].astype(x.dtype, copy=False)
-            self.inv_std[c] = 1 / xp.sqrt(self.running_var[c].astype(x.dtype) + self.eps)
-            scale = gamma[c] * self.inv_std[c]
-            xp.multiply(x[:, c], _per_channel(scale), out=y[:, c])
-            y[:, c] += _per_channel(beta[c] - running_mean * scale)
-            if self.x_hat is not None:
-                xp.subtract(x[:, c], _per_channel(running_mean), out=x_hat)
-                x_hat *= _per_channel(self.inv_std[c])
+            else:  # y = x * scale + shift, with scale = gamma / std, shift = beta - mean * scale
+                running_mean = self.running_mean[c].astype(x.dtype, copy=False)
+                self.inv_std[c] = 1 / xp.sqrt(self.running_var[c].astype(x.dtype) + self.eps)
+                scale = gamma[c] * self.inv_std[c]
+                xp.multiply(x[:, c], _per_channel(scale), out=y[:, c])
+                y[:, c] += _per_channel(beta[c] - running_mean * scale)
+                if self.x_hat is not None:
+                    xp.subtract(x[:, c], _per_channel(running_mean), out=x_hat)
+                    x_hat *= _per_channel(self.inv_std[c])
+            if self.mask is not None:
+                xp.greater(y[:, c], 0, out=self.mask[:, c])
+            if self.relu:
+                xp.maximum(y[:, c], 0, out=y[:, c])
         for_each_channel_slab(normalise, x)
         if self.training and self.running_mean is not None:
             self._update_running_stats(mean, squares / (self.count - 1))
@@ -115,6 +126,8 @@ class BatchNorm(Function):
 
         def differentiate(c):  # channels c of every array
             g, x_hat, out = gy[:, c], self.x_hat[:, c], gx[:, c]
+            if self.relu:
+                g = g * self.mask[:, c]  # through the ReLU first
             gbeta[c] = _channel_sum(g)
             xp.multiply(g, x_hat, out=out)  # out as scratch for g * x_hat
             ggamma[c] = _channel_sum(out)
@@ -155,11 +168,12 @@ def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5):
+               momentum=0.1, eps=1e-5, relu=False):
     """torch.nn.functional.batch_norm for x: (N, C, H, W) -> (N, C, H, W).
 
     running_mean, running_var: (C,) raw arrays updated in place when training (may be None
     then: no update); weight (gamma) and bias (beta): (C,) Tensors, or None for 1 and 0.
+    relu=True: relu(batch_norm(x)) in one op (see BatchNorm).
     """
     x = input if isinstance(input, Tensor) else Tensor(input)
     _check_batch_norm_args(x, running_mean, running_var, weight, bias, training)
@@ -169,4 +183,4 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         weight = Tensor(xp.ones(channels, x.dtype))
     if bias is None:
         bias = Tensor(xp.zeros(channels, x.dtype))
-    return BatchNorm(running_mean, running_var, training, momentum, eps)(x, weight, bias)
+    return BatchNorm(running_mean, running_var, training, momentum, eps, relu)(x, weight, bias)

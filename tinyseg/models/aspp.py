@@ -60,8 +60,8 @@ class ConvBNReLU(nn.Module):
 
     def forward(self, x):
         if self.separable:
-            x = F.relu(self.depthwise_bn(self.depthwise(x)))
-        return F.relu(self.bn(self.conv(x)))
+            x = self.depthwise_bn(self.depthwise(x), relu=True)  # relu(bn(conv)), fused
+        return self.bn(self.conv(x), relu=True)
 
 
 class ASPP(nn.Module):

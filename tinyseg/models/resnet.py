@@ -87,8 +87,8 @@ class Bottleneck(Module):
             shortcut = x[:, :, ::self.stride, ::self.stride]  # 1x1 subsampling, as slim's `subsample`
         else:
             shortcut = x
-        y = keep("c1", F.relu(self.bn1(self.conv1(x))))
-        y = keep("c2", F.relu(self.bn2(self.conv2(y))))
+        y = keep("c1", self.bn1(self.conv1(x), relu=True))  # relu(bn(conv(x))), fused
+        y = keep("c2", self.bn2(self.conv2(y), relu=True))
         y = keep("c3", self.bn3(self.conv3(y)))
         return F.relu(y + shortcut)
 
@@ -179,11 +179,11 @@ class ResNet(Backbone):
         """x: (N, 3, H, W) -> (last (N, out_channels, ceil(H/os), ceil(W/os)), {tap: Tensor})."""
         taps = self.start_taps(taps)
         if self.stem == "deep":
-            x = taps.keep("conv1_1", F.relu(self.bn1_1(self.conv1_1(x))))
-            x = taps.keep("conv1_2", F.relu(self.bn1_2(self.conv1_2(x))))
-            x = taps.keep("conv1_3", F.relu(self.bn1_3(self.conv1_3(x))))
+            x = taps.keep("conv1_1", self.bn1_1(self.conv1_1(x), relu=True))  # relu(bn(conv))
+            x = taps.keep("conv1_2", self.bn1_2(self.conv1_2(x), relu=True))
+            x = taps.keep("conv1_3", self.bn1_3(self.conv1_3(x), relu=True))
         else:
-            x = taps.keep("conv1", F.relu(self.bn1(self.conv1(x))))
+            x = taps.keep("conv1", self.bn1(self.conv1(x), relu=True))
         x = taps.keep("pool1", F.max_pool2d(x, 3, stride=2, padding=1))
         for b, layer in enumerate(self.layers(), start=1):
             for u, unit in enumerate(layer, start=1):

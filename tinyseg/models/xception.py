@@ -69,13 +69,8 @@ class SeparableConv2d(Module):
         self.bn_pw = BatchNorm2d(out_channels, eps=BN_EPS)
 
     def forward(self, x):
-        x = self.bn_dw(self.conv_dw(x))
-        if self.relu:
-            x = F.relu(x)
-        x = self.bn_pw(self.conv_pw(x))
-        if self.relu:
-            x = F.relu(x)
-        return x
+        x = self.bn_dw(self.conv_dw(x), relu=self.relu)  # the ReLU, if any, fused into the BN
+        return self.bn_pw(self.conv_pw(x), relu=self.relu)
 
 
 class XceptionModule(Module):
@@ -179,8 +174,8 @@ class Xception(Backbone):
     def forward(self, x, taps=()):
         """x: (N, 3, H, W) -> (last (N, out_channels, ceil(H/os), ceil(W/os)), {tap: Tensor})."""
         taps = self.start_taps(taps)
-        x = taps.keep("conv1_1", F.relu(self.bn1_1(self.conv1_1(x))))
-        x = taps.keep("conv1_2", F.relu(self.bn1_2(self.conv1_2(x))))
+        x = taps.keep("conv1_1", self.bn1_1(self.conv1_1(x), relu=True))  # relu(bn(conv(x)))
+        x = taps.keep("conv1_2", self.bn1_2(self.conv1_2(x), relu=True))
         for name, unit in zip(self.tap_names, self.units()):
             x = taps.keep(name, unit(x, keep=taps.prefixed(name)))
         return x, taps.features

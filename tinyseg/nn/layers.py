@@ -55,9 +55,11 @@ class BatchNorm2d(Module):
         self.register_buffer("running_mean", np.zeros(num_features, np.float32))
         self.register_buffer("running_var", np.ones(num_features, np.float32))
 
-    def forward(self, x):
+    def forward(self, x, relu=False):
+        """relu=True: relu(bn(x)) fused in one op (tinyseg/functional/norm.py)."""
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=self.training, momentum=self.momentum, eps=self.eps)
+                            training=self.training, momentum=self.momentum, eps=self.eps,
+                            relu=relu)
 
     def __repr__(self):
         return f"BatchNorm2d({self.num_features})"
