@@ -18,6 +18,9 @@ import numpy as np
 from tinyseg import cuda_kernels
 
 PRELUDE = """
+#include <cmath>
+using std::exp;
+using std::log;
 #define __global__
 struct tinyseg_dim3 { long long x, y, z; };
 static const tinyseg_dim3 blockIdx = {0, 0, 0}, threadIdx = {0, 0, 0};

@@ -117,3 +117,70 @@ def test_conv2d_with_the_kernels_on_the_gpu(rng, monkeypatch, groups):
         results.append([to_numpy(a) for a in (y.data, x.grad, w.grad)])
     for plain, kernel in zip(*results):
         np.testing.assert_allclose(kernel, plain, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("labels_size, T", [((16, 24), 1.0), ((13, 21), 0.7), ((9, 18), 2.3)])
+def test_fused_dupsample_cross_entropy_matches_the_composed_ops(runner, rng, labels_size, T):
+    """The fused op (one kernel) against dupsample -> log_softmax_with_temperature -> crop ->
+    nll_loss: the loss and the gradients of F, W, mean and T, with void pixels and label maps
+    that are not multiples of r (float64)."""
+    xp, launch = runner
+    r, num_classes, dim, (height, width) = 4, 5, 6, labels_size
+    h, w = -(-height // r), -(-width // r)
+    F0 = rng.standard_normal((2, dim, h, w))
+    W0 = rng.standard_normal((r * r * num_classes, dim)) * 0.5
+    mean0 = rng.standard_normal(r * r * num_classes) * 0.1
+    labels = rng.integers(0, num_classes, (2, height, width))
+    labels[rng.random(labels.shape) < 0.2] = 255
+    labels = xp.asarray(labels)
+    results = []
+    for fused in (False, True):
+        tensors = [Tensor(xp.asarray(a), requires_grad=True) for a in (F0, W0, mean0, [T])]
+        features, W, mean, temperature = tensors
+        if fused:
+            loss = F.dupsample_cross_entropy(features, W, mean, temperature, labels, r,
+                                             launch=launch)
+        else:
+            scores = F.dupsample(features, W, mean, r)[:, :, :height, :width]
+            loss = F.nll_loss(F.log_softmax_with_temperature(scores, temperature), labels)
+        loss.backward()
+        results.append([loss.data] + [t.grad for t in tensors])
+    for plain, fused in zip(*results):
+        np.testing.assert_allclose(to_numpy(fused), to_numpy(plain), rtol=1e-10, atol=1e-12)
+
+
+def test_fused_dupsample_cross_entropy_rejects_bad_labels(emulator):
+    features = Tensor(np.zeros((1, 3, 2, 2)))
+    W, mean = np.zeros((4 * 4 * 5, 3)), np.zeros(4 * 4 * 5)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 5\) or 255"):
+        F.dupsample_cross_entropy(features, W, mean, 1.0, np.full((1, 8, 8), 7), 4,
+                                  launch=emulator.launch)
+    with pytest.raises(ValueError, match="do not fit features"):
+        F.dupsample_cross_entropy(features, W, mean, 1.0, np.zeros((1, 12, 8), int), 4,
+                                  launch=emulator.launch)
+
+
+def test_model_loss_with_the_kernels_on_the_gpu(rng, monkeypatch):
+    """A DUpsampling network's training loss and every gradient are the same with the fused
+    GPU loss (and the conv kernels) as with the plain CuPy ops."""
+    if not cupy_available():
+        pytest.skip("CuPy with a GPU is not available on this machine")
+    from tinyseg.models import build_model
+    cp = get_backend("cupy")
+    projection = (rng.standard_normal((16 * 16 * 5, 8)).astype(np.float32) * 0.1,
+                  rng.standard_normal(16 * 16 * 5).astype(np.float32) * 0.1)
+    images = cp.asarray(rng.standard_normal((2, 3, 50, 70)), np.float32)
+    masks = rng.integers(0, 5, (2, 50, 70))
+    masks[:, :3] = 255
+    model = build_model("tiny_resnet", "dupsampling", num_classes=5, output_stride=16, dim=8,
+                        projection=projection).to("cuda")
+    results = []
+    for flag in ("0", "1"):  # the same weights; training-mode batch norm: the same statistics
+        monkeypatch.setenv("TINYSEG_CUDA_KERNELS", flag)
+        for p in model.parameters():
+            p.grad = None
+        loss = model.loss(images, cp.asarray(masks))
+        loss.backward()
+        results.append([to_numpy(loss.data)] + [to_numpy(p.grad) for p in model.parameters()])
+    for plain, fused in zip(*results):
+        np.testing.assert_allclose(fused, plain, rtol=1e-3, atol=1e-5)

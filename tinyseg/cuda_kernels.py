@@ -1,12 +1,14 @@
-"""Hand-written CUDA kernels for the convolution's data movement on the GPU, each the twin of a
-plain-xp op that stays the reference (and the CPU path):
+"""Hand-written CUDA kernels for the GPU's hot spots, each the twin of a plain-xp op that stays
+the reference (and the CPU path):
 
-    kernel                 replaces (plain xp, tinyseg/functional/conv.py)
+    kernel                 replaces (plain xp, tinyseg/functional/)
     im2col                 im2col: kH * kW strided slice copies
     col2im                 col2im: kH * kW strided slice additions
-    depthwise_forward      the depthwise branch's tap-by-tap multiply-adds
+    depthwise_forward      the depthwise branch (depthwise.py): taps gathered, one product per channel
     depthwise_grad_input   its adjoint in x
     depthwise_grad_weight  its adjoint in W
+    dupsample_cross_entropy  depth-to-space, log-softmax with temperature and NLL, each pixel
+                           at once (tinyseg/functional/dupsample.py, DUpsampleCrossEntropy)
 
 Each kernel gives one output element to one CUDA thread, in a grid-stride loop (a thread takes
 index i, i + all threads, ...), and computes it from the inputs alone: a pixel of col2im or of
@@ -141,9 +143,54 @@ extern "C" __global__ void depthwise_grad_weight(const real* gy, const real* x, 
         gw[index] = sum;
     }
 }
+
+/* DUpsampling's Eqs. (5) + (6) + cross-entropy for one pixel (n, Y, X) of the label map. Its
+   class scores are read in place from the 1x1 conv's output v: (N h w, r r C), as
+   depth-to-space would move them: z_c = v[row, (i r + j) C + c] + mean[(i r + j) C + c] with
+   row = (n h + Y / r) w + X / r, i = Y % r, j = X % r. With u = z / T and p = softmax(u):
+       loss = logsumexp(u) - u[label]
+       dloss/dv_c = (p_c - [c == label]) / T,   dloss/dT = -sum_c (p_c - [c == label]) u_c / T
+   A void pixel (label == ignore) gives 0 for all three. */
+extern "C" __global__ void dupsample_cross_entropy(const real* v, const real* mean,
+        const real* temperature, const long long* labels, real* losses, real* grad_v,
+        real* grad_t, long long N, long long C, long long h, long long w, long long r,
+        long long H, long long W, long long ignore) {
+    GRID_STRIDE_LOOP(index, N * H * W) {
+        long long X = index % W, rest = index / W;
+        long long Y = rest % H, n = rest / H;
+        long long offset = ((Y % r) * r + X % r) * C;
+        long long start = ((n * h + Y / r) * w + X / r) * r * r * C + offset;
+        long long label = labels[index];
+        real T = temperature[0];
+        if (label == ignore) {
+            for (long long c = 0; c < C; ++c) grad_v[start + c] = 0;
+            losses[index] = 0;
+            grad_t[index] = 0;
+            continue;
+        }
+        real top = (v[start] + mean[offset]) / T;
+        for (long long c = 1; c < C; ++c) {
+            real u = (v[start + c] + mean[offset + c]) / T;
+            top = u > top ? u : top;
+        }
+        real total = 0;
+        for (long long c = 0; c < C; ++c) total += exp((v[start + c] + mean[offset + c]) / T - top);
+        real log_sum = top + log(total);
+        real dT = 0;
+        for (long long c = 0; c < C; ++c) {
+            real u = (v[start + c] + mean[offset + c]) / T;
+            real d = exp(u - log_sum) - (c == label ? (real)1 : (real)0);
+            grad_v[start + c] = d / T;
+            dT -= d * u / T;
+        }
+        losses[index] = log_sum - (v[start + label] + mean[offset + label]) / T;
+        grad_t[index] = dT;
+    }
+}
 """
 
-NAMES = ("im2col", "col2im", "depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight")
+NAMES = ("im2col", "col2im", "depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight",
+         "dupsample_cross_entropy")
 THREADS_PER_BLOCK = 256
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -151,6 +198,11 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 def enabled():
     """True when the CuPy ops should call these kernels (TINYSEG_CUDA_KERNELS=1)."""
     return os.environ.get("TINYSEG_CUDA_KERNELS", "0") == "1"
+
+
+def active(xp):
+    """True when ops on arrays of module xp use these kernels: CuPy, and enabled()."""
+    return xp is not np and enabled()
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,3 +273,25 @@ def depthwise_grad_weight(gy, x, kernel, stride, padding, dilation, launch=cupy_
     launch("depthwise_grad_weight", gw.size, (gy, x, gw),
            _geometry(x.shape, kernel, stride, padding, dilation, gy.shape[2:]))
     return gw
+
+
+def dupsample_cross_entropy(v, mean, temperature, labels, ratio, ignore_index, launch=cupy_launch):
+    """Per-pixel losses (N, H, W), dloss/dv (N h w, r r C) and dloss/dT per pixel (N, H, W) for
+    v = F W^T (rows (n, y, x)), labels (N, H, W) with H <= h r and W <= w r; see the kernel."""
+    xp = get_array_module(v)
+    n, height, width = labels.shape
+    rows, depth = v.shape
+    num_classes = depth // (ratio * ratio)
+    h, w = -(-height // ratio), -(-width // ratio)
+    if rows != n * h * w:
+        raise ValueError(f"dupsample_cross_entropy: v has {rows} rows, expected N h w = {n * h * w}")
+    v, mean = xp.ascontiguousarray(v), xp.ascontiguousarray(mean, dtype=v.dtype)
+    temperature = xp.ascontiguousarray(temperature, dtype=v.dtype).reshape(1)
+    labels = xp.ascontiguousarray(labels, dtype=np.int64)
+    losses = xp.empty(labels.shape, v.dtype)
+    grad_v = xp.zeros_like(v)  # rows and offsets past the label map (padding) stay 0
+    grad_t = xp.empty(labels.shape, v.dtype)
+    launch("dupsample_cross_entropy", labels.size,
+           (v, mean, temperature, labels, losses, grad_v, grad_t),
+           (n, num_classes, h, w, ratio, height, width, ignore_index))
+    return losses, grad_v, grad_t

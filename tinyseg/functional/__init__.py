@@ -10,4 +10,4 @@ from .conv import col2im, conv2d, conv_output_size, im2col
 from .resize import interpolate
 from .activation import log_softmax, log_softmax_with_temperature, relu, softmax, softmax_with_temperature
 from .loss import cross_entropy, mse_loss, nll_loss
-from .dupsample import depth_to_space, dupsample, space_to_depth
+from .dupsample import depth_to_space, dupsample, dupsample_cross_entropy, space_to_depth

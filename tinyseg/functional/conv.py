@@ -47,11 +47,6 @@ def conv_output_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _cuda_kernels_on(xp):
-    """Use tinyseg/cuda_kernels.py's twins of the ops below (CuPy, TINYSEG_CUDA_KERNELS=1)."""
-    return xp is not np and cuda_kernels.enabled()
-
-
 def _pad(x, padding):
     """x: (N, C, H, W) -> (N, C, H + 2 ph, W + 2 pw), zeros around (no copy when padding is 0)."""
     ph, pw = padding
@@ -92,7 +87,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     n, c, h, w = x.shape
     out_size = (conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
                 conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
-    if _cuda_kernels_on(xp):  # the same gather as one CUDA kernel
+    if cuda_kernels.active(xp):  # the same gather as one CUDA kernel
         return cuda_kernels.im2col(x, (kh, kw), stride, padding, dilation, out_size)
     col = xp.empty((n, c, kh, kw) + out_size, dtype=x.dtype)
 
@@ -117,7 +112,7 @@ def col2im(col, input_size, stride=1, padding=0, dilation=1):
     n, c, kh, kw, oh, ow = col.shape
     (h, w), stride = input_size, as_pair(stride, "stride")
     (ph, pw), dilation = as_pair(padding, "padding"), as_pair(dilation, "dilation")
-    if _cuda_kernels_on(xp):  # one CUDA thread per pixel, summing the taps that read it
+    if cuda_kernels.active(xp):  # one CUDA thread per pixel, summing the taps that read it
         return cuda_kernels.col2im(col, (h, w), stride, (ph, pw), dilation)
     x = xp.empty((n, c, h, w), dtype=col.dtype)
 
@@ -159,7 +154,7 @@ class Conv2d(Function):
         keep = self.needs_input_grad[1]  # only dW reads the input again (as columns)
         if self.depthwise:
             self.x = x if keep else None  # dW gathers the input under the taps again
-            if _cuda_kernels_on(xp):
+            if cuda_kernels.active(xp):
                 y = cuda_kernels.depthwise_forward(x, weight, self.stride, self.padding,
                                                    self.dilation, self.out_size)
             else:
@@ -206,7 +201,7 @@ class Conv2d(Function):
         n, c_in, h, w = self.x_shape
         c_out, c_group, kh, kw = self.weight.shape
         g = self.groups
-        if self.depthwise and _cuda_kernels_on(xp):
+        if self.depthwise and cuda_kernels.active(xp):
             return cuda_kernels.depthwise_grad_input(gy, self.weight, self.x_shape, self.stride,
                                                      self.padding, self.dilation)
         if self.depthwise:
@@ -225,7 +220,7 @@ class Conv2d(Function):
         """dW[g] = sum_n dy[n, g] col[n, g]^T (depthwise: depthwise.py)."""
         xp = get_array_module(gy)
         n, c_out = gy.shape[:2]
-        if self.depthwise and _cuda_kernels_on(xp):
+        if self.depthwise and cuda_kernels.active(xp):
             return cuda_kernels.depthwise_grad_weight(gy, self.x, self.weight.shape[2:],
                                                       self.stride, self.padding, self.dilation)
         if self.depthwise:

@@ -28,6 +28,7 @@ The three ops take and return Tensors; on raw arrays, read the result's `.data`,
 """
 import numbers
 
+from .. import cuda_kernels
 from ..autograd import Function, Tensor, as_tensor
 from ..backend import device_of, get_array_module, to_device
 
@@ -108,15 +109,57 @@ class DUpsample(Function):
         gv = gy.reshape(n, c, h, r, w, r)                        # (n, c, y, i, x, j)
         gv = gv.transpose(0, 2, 4, 3, 5, 1)                      # (n, y, x, i, j, c)
         gv = gv.reshape(n * h * w, r * r * c)                    # (N*h*w, r*r*C): rows like v
-        g_F = g_W = g_mean = None
-        if self.needs_input_grad[0]:
-            g_F = (gv @ self.W).reshape(n, h, w, k)              # (N, h, w, C~)
-            g_F = g_F.transpose(0, 3, 1, 2)                      # (N, C~, h, w)
-        if self.needs_input_grad[1]:
-            g_W = gv.T @ self.f                                  # (r*r*C, C~)
-        if self.needs_input_grad[2]:
-            g_mean = gv.sum(axis=0)                              # (r*r*C,)
-        return g_F, g_W, g_mean
+        return _projection_grads(gv, self.f, self.W, self.F_shape, self.needs_input_grad)
+
+
+def _projection_grads(gv, f, W, F_shape, needs):
+    """From gv = dL/dv (N*h*w, r*r*C) for v = f W^T + mean: dL/dF (N, C~, h, w), dL/dW, dL/dmean
+    (None where needs[i] is False)."""
+    n, k, h, w = F_shape
+    g_F = g_W = g_mean = None
+    if needs[0]:
+        g_F = (gv @ W).reshape(n, h, w, k)                       # (N, h, w, C~)
+        g_F = g_F.transpose(0, 3, 1, 2)                          # (N, C~, h, w)
+    if needs[1]:
+        g_W = gv.T @ f                                           # (r*r*C, C~)
+    if needs[2]:
+        g_mean = gv.sum(axis=0)                                  # (r*r*C,)
+    return g_F, g_W, g_mean
+
+
+class DUpsampleCrossEntropy(Function):
+    """The mean cross-entropy of softmax(DUpsample(F) / T) against labels, Eqs. (5), (6) and the
+    loss as ONE op for the GPU: F (N, C~, h, w), W, mean, T (1,), labels (N, H, W) -> ().
+
+    The 1x1 conv v = f W^T is a GEMM; then one CUDA thread per labelled pixel reads its C scores
+    straight from v where depth-to-space would take them, and writes its loss and its gradient
+    in v's layout (tinyseg/cuda_kernels.py), so the (N, C, h r, w r) scores, their log-softmax
+    and its gradient are never stored. H <= h r and W <= w r: the scores are cropped to the
+    labels, as the network does. The plain twin, which the tests compare it with, is
+    dupsample -> log_softmax_with_temperature -> crop -> nll_loss.
+    """
+
+    def __init__(self, ratio, ignore_index, launch):
+        self.ratio, self.ignore_index, self.launch = ratio, ignore_index, launch
+
+    def forward(self, F, W, mean, T, labels):
+        xp = get_array_module(F)
+        n, k, h, w = F.shape
+        self.F_shape, self.W, self.T_shape = F.shape, W, T.shape
+        self.f = F.transpose(0, 2, 3, 1).reshape(n * h * w, k)  # (N*h*w, C~): a feature per row
+        v = self.f @ W.T                                         # (N*h*w, r*r*C)
+        losses, self.grad_v, grad_t = cuda_kernels.dupsample_cross_entropy(
+            v, mean, T, labels, self.ratio, self.ignore_index, launch=self.launch)
+        self.count = (labels != self.ignore_index).sum().astype(F.dtype)  # 0: NaN, as nll_loss
+        self.grad_t = grad_t.sum()
+        return xp.asarray(losses.sum() / self.count)
+
+    def backward(self, g):
+        scale = g / self.count
+        g_F, g_W, g_mean = _projection_grads(self.grad_v * scale, self.f, self.W, self.F_shape,
+                                             self.needs_input_grad)
+        g_T = (self.grad_t * scale).reshape(self.T_shape) if self.needs_input_grad[3] else None
+        return g_F, g_W, g_mean, g_T, None
 
 
 # ---------------------------------------------------------------- wrappers
@@ -183,3 +226,30 @@ def dupsample(input, W, mean, ratio):
         raise ValueError(f"dupsample: mean must have shape ({W.shape[0]},) like W's rows, "
                          f"got {mean.shape}")
     return DUpsample(ratio)(input, W, mean)
+
+
+def dupsample_cross_entropy(input, W, mean, T, target, ratio, ignore_index=255,
+                            launch=cuda_kernels.cupy_launch):
+    """nll_loss(log_softmax_with_temperature(dupsample(input, W, mean, ratio), T)[..., :H, :W],
+    target) in one op on the GPU (DUpsampleCrossEntropy); target: (N, H, W) labels with
+    H <= h r, W <= w r. `launch` runs the kernel (CuPy's by default; tests/cuda_emulator.py's
+    on the CPU)."""
+    input = as_tensor(input)
+    _check_ratio(ratio, "dupsample_cross_entropy")
+    _check_4d(input, "dupsample_cross_entropy")
+    W, mean, T = _fixed(W, input), _fixed(mean, input), as_tensor(T, like=input)
+    target = to_device(target.data if isinstance(target, Tensor) else target,
+                       device_of(input.data))
+    n, _, h, w = input.shape
+    num_classes = W.shape[0] // (ratio * ratio)
+    if target.ndim != 3 or target.shape[0] != n or target.shape[1] > h * ratio \
+            or target.shape[2] > w * ratio or -(-target.shape[1] // ratio) != h \
+            or -(-target.shape[2] // ratio) != w:
+        raise ValueError(f"dupsample_cross_entropy: labels of shape {tuple(target.shape)} do not "
+                         f"fit features {tuple(input.shape)} at ratio {ratio}")
+    labels = target[target != ignore_index]
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"dupsample_cross_entropy: labels must be in [0, {num_classes}) or "
+                         f"{ignore_index}, got values from {int(labels.min())} to "
+                         f"{int(labels.max())}")
+    return DUpsampleCrossEntropy(ratio, ignore_index, launch)(input, W, mean, T, target)

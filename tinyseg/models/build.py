@@ -29,6 +29,7 @@ decay would pull T towards 1 for no reason. Nor do W and mean when they are trai
 architecture (load the weights with load_state_dict; `pretrained` and `projection` are not in
 it: the checkpoint's state dict holds the trained weights, W and mean).
 """
+from .. import cuda_kernels
 from .. import functional as F
 from .. import nn
 from ..autograd import Tensor, as_tensor
@@ -112,6 +113,10 @@ class SegmentationModel(nn.Module):
                                  f"shape {tuple(images.shape)}")
             counted = float(valid.sum()) * code.shape[1]
             return F.mse_loss(code * valid, target, reduction="sum") / counted  # Eq. (4)
+        if isinstance(self.decoder, DUpsamplingDecoder) and \
+                cuda_kernels.active(get_array_module(as_tensor(images).data)):
+            last, features, _ = self.encode(images)  # the same loss, fused into one GPU op
+            return self.decoder.fused_loss(last, features, masks)
         logits = self(images)
         if isinstance(self.decoder, DUpsamplingDecoder):
             return F.nll_loss(logits, masks)   # logits are log softmax(z / T): Eq. (6)

@@ -188,10 +188,14 @@ class DUpsample(nn.Module):
         else:
             self.W, self.mean = W, mean
 
-    def forward(self, x):
+    def check_projection(self):
+        """A one-line RuntimeError while W is still unset."""
         if not self.has_projection:
             raise RuntimeError("DUpsampling has no W yet: call model.set_projection(W, mean) with "
                                "the PCA of the training labels (python -m tinyseg.pca)")
+
+    def forward(self, x):
+        self.check_projection()
         return F.dupsample(x, self.W, self.mean, self.ratio)
 
 
@@ -249,8 +253,18 @@ class DUpsamplingDecoder(nn.Module):
         if tuple(scores.shape[2:]) != tuple(size):
             raise ValueError(f"DUpsampling gives {tuple(scores.shape[2:])} = {self.ratio} x the "
                              f"feature size, but size {tuple(size)} was asked for")
-        T = 1.0 if self.log_temperature is None else F.exp(self.log_temperature)
-        return F.log_softmax_with_temperature(scores, T, dim=1)  # log softmax(scores / T), Eq. (6)
+        return F.log_softmax_with_temperature(scores, self._temperature_tensor(), dim=1)  # Eq. (6)
+
+    def _temperature_tensor(self):
+        return 1.0 if self.log_temperature is None else F.exp(self.log_temperature)
+
+    def fused_loss(self, last, features, masks):
+        """The mean cross-entropy of forward()'s output against masks (N, H, W), as one op on
+        the GPU: F.dupsample_cross_entropy (CUDA kernels, TINYSEG_CUDA_KERNELS=1)."""
+        self.dupsample.check_projection()
+        return F.dupsample_cross_entropy(self.compressed(last, features), self.dupsample.W,
+                                         self.dupsample.mean, self._temperature_tensor(), masks,
+                                         self.ratio)
 
 
 def compress_labels(masks, W, mean, ratio, void="nearest", ignore_index=IGNORE_INDEX):
