@@ -184,3 +184,31 @@ def test_model_loss_with_the_kernels_on_the_gpu(rng, monkeypatch):
         results.append([to_numpy(loss.data)] + [to_numpy(p.grad) for p in model.parameters()])
     for plain, fused in zip(*results):
         np.testing.assert_allclose(fused, plain, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm_kernels_match_the_plain_op(runner, rng, training, relu):
+    """BatchNorm's forward_with_kernels / backward_with_kernels (statistics by reductions, the
+    elementwise steps in the two kernels) against its plain slab path: y, all gradients and
+    the running statistics (float64)."""
+    from tinyseg.functional.norm import BatchNorm
+    xp, launch = runner
+    shape = (2, 3, 5, 7)
+    x = xp.asarray(rng.standard_normal(shape) + 0.3)
+    gamma, beta = xp.asarray(rng.uniform(0.5, 1.5, 3)), xp.asarray(rng.standard_normal(3))
+    gy = xp.asarray(rng.standard_normal(shape))
+    results = []
+    for kernels in (False, True):
+        running = [xp.full(3, 0.1), xp.ones(3)]
+        op = BatchNorm(*running, training=training, momentum=0.1, eps=1e-5, relu=relu)
+        op.needs_input_grad = (True, True, True)
+        if kernels:
+            y = op.forward_with_kernels(x, gamma, beta, launch=launch)
+            grads = op.backward_with_kernels(gy, launch=launch)
+        else:
+            y = op.forward(x, gamma, beta)
+            grads = op.backward(gy)
+        results.append([y, *grads, *running])
+    for plain, fused in zip(*results):
+        np.testing.assert_allclose(to_numpy(fused), to_numpy(plain), rtol=1e-10, atol=1e-12)

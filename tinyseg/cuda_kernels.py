@@ -7,6 +7,8 @@ the reference (and the CPU path):
     depthwise_forward      the depthwise branch (depthwise.py): taps gathered, one product per channel
     depthwise_grad_input   its adjoint in x
     depthwise_grad_weight  its adjoint in W
+    batch_norm_forward     batch norm's elementwise passes (x_hat, y, the fused ReLU and its
+    batch_norm_backward    mask; dx from the channel sums), functional/norm.py
     dupsample_cross_entropy  depth-to-space, log-softmax with temperature and NLL, each pixel
                            at once (tinyseg/functional/dupsample.py, DUpsampleCrossEntropy)
 
@@ -144,6 +146,41 @@ extern "C" __global__ void depthwise_grad_weight(const real* gy, const real* x, 
     }
 }
 
+/* Batch norm's elementwise forward, for element (n, c, p) of x: (N, C, H W), given the channel
+   statistics: x_hat = (x - mean[c]) inv_std[c], y = gamma[c] x_hat + beta[c], then with relu
+   y = max(y, 0) and mask = y > 0. x_hat and mask are written only when keep is 1. */
+extern "C" __global__ void batch_norm_forward(const real* x, const real* mean,
+        const real* inv_std, const real* gamma, const real* beta, real* x_hat, real* y,
+        bool* mask, long long total, long long C, long long HW, long long relu, long long keep) {
+    GRID_STRIDE_LOOP(index, total) {
+        long long c = index / HW % C;
+        real normalised = (x[index] - mean[c]) * inv_std[c];
+        real out = gamma[c] * normalised + beta[c];
+        if (relu) out = out > 0 ? out : (real)0;
+        y[index] = out;
+        if (keep) {
+            x_hat[index] = normalised;
+            if (relu) mask[index] = out > 0;
+        }
+    }
+}
+
+/* Batch norm's dx, given the channel sums gbeta = sum g and ggamma = sum g x_hat of
+   g = dL/dy (times the ReLU's mask with relu) over the M = N H W values of a channel:
+   training  dx = gamma inv_std (g - gbeta / M - x_hat ggamma / M)
+   eval      dx = gamma inv_std g */
+extern "C" __global__ void batch_norm_backward(const real* gy, const real* x_hat,
+        const bool* mask, const real* gamma, const real* inv_std, const real* gbeta,
+        const real* ggamma, real* gx, long long total, long long C, long long HW, long long M,
+        long long relu, long long training) {
+    GRID_STRIDE_LOOP(index, total) {
+        long long c = index / HW % C;
+        real g = (relu && !mask[index]) ? (real)0 : gy[index];
+        if (training) g = g - gbeta[c] / M - x_hat[index] * ggamma[c] / M;
+        gx[index] = gamma[c] * inv_std[c] * g;
+    }
+}
+
 /* DUpsampling's Eqs. (5) + (6) + cross-entropy for one pixel (n, Y, X) of the label map. Its
    class scores are read in place from the 1x1 conv's output v: (N h w, r r C), as
    depth-to-space would move them: z_c = v[row, (i r + j) C + c] + mean[(i r + j) C + c] with
@@ -190,7 +227,7 @@ extern "C" __global__ void dupsample_cross_entropy(const real* v, const real* me
 """
 
 NAMES = ("im2col", "col2im", "depthwise_forward", "depthwise_grad_input", "depthwise_grad_weight",
-         "dupsample_cross_entropy")
+         "batch_norm_forward", "batch_norm_backward", "dupsample_cross_entropy")
 THREADS_PER_BLOCK = 256
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -295,3 +332,33 @@ def dupsample_cross_entropy(v, mean, temperature, labels, ratio, ignore_index, l
            (v, mean, temperature, labels, losses, grad_v, grad_t),
            (n, num_classes, h, w, ratio, height, width, ignore_index))
     return losses, grad_v, grad_t
+
+
+def batch_norm_forward(x, mean, inv_std, gamma, beta, relu, keep, launch=cupy_launch):
+    """x: (N, C, H, W) and (C,) statistics and affine -> y, x_hat (None unless keep) and the
+    ReLU's mask (None unless keep and relu)."""
+    xp = get_array_module(x)
+    x = xp.ascontiguousarray(x)
+    channels = [xp.ascontiguousarray(a, dtype=x.dtype) for a in (mean, inv_std, gamma, beta)]
+    y = xp.empty_like(x)
+    x_hat = xp.empty_like(x) if keep else y  # not written unless keep
+    mask = xp.empty(x.shape, bool) if keep and relu else xp.empty(1, bool)
+    launch("batch_norm_forward", x.size, (x, *channels, x_hat, y, mask),
+           (x.size, x.shape[1], x.shape[2] * x.shape[3], int(relu), int(keep)))
+    return y, (x_hat if keep else None), (mask if keep and relu else None)
+
+
+def batch_norm_backward(gy, x_hat, mask, gamma, inv_std, gbeta, ggamma, training,
+                        launch=cupy_launch):
+    """dx: (N, C, H, W) from dy, the saved x_hat and mask (None without a ReLU) and the channel
+    sums gbeta, ggamma of the (masked) dy."""
+    xp = get_array_module(gy)
+    gy = xp.ascontiguousarray(gy)
+    channels = [xp.ascontiguousarray(a, dtype=gy.dtype) for a in (gamma, inv_std, gbeta, ggamma)]
+    gx = xp.empty_like(gy)
+    relu = mask is not None
+    mask = mask if relu else xp.empty(1, bool)
+    launch("batch_norm_backward", gy.size, (gy, x_hat, mask, *channels[:2], *channels[2:], gx),
+           (gy.size, gy.shape[1], gy.shape[2] * gy.shape[3], gy.size // gy.shape[1], int(relu),
+            int(training)))
+    return gx

@@ -21,6 +21,7 @@ The variance is computed in two passes, as the mean of (x - mean)^2, which avoid
 cancellation of the one-pass E[x^2] - E[x]^2 when |mean| is large next to the spread; the
 channel sums use NumPy's pairwise summation (CuPy's tree reduction on the GPU).
 """
+from .. import cuda_kernels
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from ..parallel import for_each_channel_slab
@@ -56,6 +57,8 @@ class BatchNorm(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
+        if cuda_kernels.active(xp):
+            return self.forward_with_kernels(x, gamma, beta)
         channels = x.shape[1]
         self.count = x.size // channels  # M = N * H * W values per channel
         mean = xp.empty(channels, x.dtype)
@@ -97,6 +100,34 @@ class BatchNorm(Function):
         self.gamma = gamma
         return y
 
+    def forward_with_kernels(self, x, gamma, beta, launch=cuda_kernels.cupy_launch):
+        """The same forward for the GPU: the channel statistics by the array module's reductions,
+        then every elementwise step in one kernel (tinyseg/cuda_kernels.py)."""
+        xp = get_array_module(x)
+        self.count = x.size // x.shape[1]
+        if self.training:
+            mean = x.mean(axis=(0, 2, 3))                                   # (C,)
+            squares = _channel_sum((x - _per_channel(mean)) ** 2)           # (C,)
+            var = squares / self.count
+            if self.running_mean is not None:
+                self._update_running_stats(mean, squares / (self.count - 1))
+        else:
+            mean = self.running_mean.astype(x.dtype, copy=False)
+            var = self.running_var.astype(x.dtype, copy=False)
+        self.inv_std = 1 / xp.sqrt(var + self.eps)
+        self.gamma = gamma
+        y, self.x_hat, self.mask = cuda_kernels.batch_norm_forward(
+            x, mean, self.inv_std, gamma, beta, self.relu, any(self.needs_input_grad), launch)
+        return y
+
+    def backward_with_kernels(self, gy, launch=cuda_kernels.cupy_launch):
+        """The same backward for the GPU: the two channel sums, then dx in one kernel."""
+        g = gy * self.mask if self.relu else gy
+        gbeta, ggamma = _channel_sum(g), _channel_sum(g * self.x_hat)
+        gx = cuda_kernels.batch_norm_backward(gy, self.x_hat, self.mask, self.gamma, self.inv_std,
+                                              gbeta, ggamma, self.training, launch)
+        return gx, ggamma, gbeta
+
     def _update_running_stats(self, mean, unbiased_var):
         """Blend the batch statistics into the caller's running buffers, in place."""
         m = self.momentum
@@ -121,6 +152,8 @@ class BatchNorm(Function):
         they remove from g its per-channel mean and its component along x_hat.
         """
         xp = get_array_module(gy)
+        if cuda_kernels.active(xp):
+            return self.backward_with_kernels(gy)
         gbeta, ggamma = xp.empty_like(self.gamma), xp.empty_like(self.gamma)  # (C,) each
         gx = xp.empty_like(gy)  # (N, C, H, W)
 
