@@ -288,8 +288,8 @@ class Function:
     `backward` needs. `backward(*grad_outputs)` gets one gradient per output and returns one
     gradient per input (None for an input that has no gradient, e.g. integer labels): new
     arrays, or views of its grad_outputs, never an array it keeps (a leaf may keep what it
-    gets as its .grad). `self.needs_input_grad[i]` tells forward and backward whether input i wants a gradient,
-    so work for gradients nobody asked for can be skipped.
+    gets as its .grad). `self.needs_input_grad[i]` tells forward and backward whether input
+    i wants a gradient, so work for gradients nobody asked for can be skipped.
     """
 
     def __call__(self, *inputs):

@@ -51,7 +51,7 @@ class SGD:
                 if p.grad is None:
                     continue
                 xp = get_array_module(p.data)
-                if settings[1] and id(p) not in self.momentum_buffers:
+                if group["momentum"] and id(p) not in self.momentum_buffers:
                     # zeros: the first step's momentum * 0 + g is exactly torch's buf = g
                     self.momentum_buffers[id(p)] = xp.zeros_like(p.data)
                 arrays = (p.data, p.grad, self.momentum_buffers.get(id(p), p.data))
