@@ -111,6 +111,7 @@ def test_matches_torch(xp, rng, case):
     y.backward(xp.asarray(gy))
     reference = torch_conv_grads(x, w, b, gy, stride, padding, dilation, groups)
     assert y.dtype == np.float32 and tensors[0].grad.dtype == np.float32
+    assert tensors[1].grad.flags.c_contiguous  # laid out like W, for the optimizer's chunks
     assert_close(y.data, reference[0])
     for tensor, expected in zip(tensors, reference[1:]):
         assert_close(tensor.grad, expected)

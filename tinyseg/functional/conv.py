@@ -230,8 +230,9 @@ class Conv2d(Function):
         # dW^T = sum_n col[n] dy[n]^T (OpenBLAS runs this orientation faster than dy col^T):
         # (N, G, K_g, L) @ (N, G, L, C_out/G) -> (N, G, K_g, C_out/G), summed over the images
         gw_t = xp.matmul(self.col, gy_mat.swapaxes(2, 3)).sum(axis=0)
-        # (G, K_g, C_out/G) -> (G, C_out/G, K_g) -> (C_out, C_in/G, kH, kW)
-        return gw_t.swapaxes(1, 2).reshape(self.weight.shape)
+        # (G, K_g, C_out/G) -> (G, C_out/G, K_g) -> (C_out, C_in/G, kH, kW), laid out like W (the
+        # optimizer then walks W, its gradient and its momentum in the same order)
+        return xp.ascontiguousarray(gw_t.swapaxes(1, 2)).reshape(self.weight.shape)
 
 
 def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
