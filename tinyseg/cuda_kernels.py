@@ -4,7 +4,7 @@ the reference (and the CPU path):
     kernel                 replaces (plain xp, tinyseg/functional/)
     im2col                 im2col: kH * kW strided slice copies
     col2im                 col2im: kH * kW strided slice additions
-    depthwise_forward      the depthwise branch (depthwise.py): taps gathered, one product per channel
+    depthwise_forward      the depthwise branch (depthwise.py): one product per channel
     depthwise_grad_input   its adjoint in x
     depthwise_grad_weight  its adjoint in W
     batch_norm_forward     batch norm's elementwise passes (x_hat, y, the fused ReLU and its
@@ -37,11 +37,14 @@ SOURCE = r"""
     for (long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x; index < (total); \
          index += (long long)blockDim.x * gridDim.x)
 
+/* The sizes every convolution kernel takes: input N x C x H x W, kernel KH x KW, output
+   OH x OW, stride, padding and dilation. */
+#define CONV_SIZES long long N, long long C, long long H, long long W, long long KH, \
+    long long KW, long long OH, long long OW, long long SH, long long SW, long long PH, \
+    long long PW, long long DH, long long DW
+
 /* col[n, c, i, j, p, q] = x[n, c, p sh + i dh - ph, q sw + j dw - pw], 0 outside the image */
-extern "C" __global__ void im2col(const real* x, real* col,
-        long long N, long long C, long long H, long long W, long long KH, long long KW,
-        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
-        long long DH, long long DW) {
+extern "C" __global__ void im2col(const real* x, real* col, CONV_SIZES) {
     GRID_STRIDE_LOOP(index, N * C * KH * KW * OH * OW) {
         long long q = index % OW, rest = index / OW;
         long long p = rest % OH; rest /= OH;
@@ -69,10 +72,7 @@ extern "C" __global__ void im2col(const real* x, real* col,
     }
 
 /* x[n, c, h, w] = sum of col[n, c, i, j, p, q] over the taps that read (h, w) */
-extern "C" __global__ void col2im(const real* col, real* x,
-        long long N, long long C, long long H, long long W, long long KH, long long KW,
-        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
-        long long DH, long long DW) {
+extern "C" __global__ void col2im(const real* col, real* x, CONV_SIZES) {
     GRID_STRIDE_LOOP(index, N * C * H * W) {
         long long w = index % W, rest = index / W;
         long long h = rest % H; rest /= H;               /* rest = n C + c */
@@ -84,32 +84,25 @@ extern "C" __global__ void col2im(const real* col, real* x,
 
 /* y[n, c, p, q] = sum over taps of weight[c, i, j] x[n, c, p sh + i dh - ph, q sw + j dw - pw] */
 extern "C" __global__ void depthwise_forward(const real* x, const real* weight, real* y,
-        long long N, long long C, long long H, long long W, long long KH, long long KW,
-        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
-        long long DH, long long DW) {
+        CONV_SIZES) {
     GRID_STRIDE_LOOP(index, N * C * OH * OW) {
         long long q = index % OW, rest = index / OW;
         long long p = rest % OH; rest /= OH;             /* rest = n C + c */
         long long c = rest % C;
         real sum = 0;
-        for (long long i = 0; i < KH; ++i) {
-            long long row = p * SH + i * DH - PH;
-            if (row < 0 || row >= H) continue;
+        for (long long i = 0; i < KH; ++i)
             for (long long j = 0; j < KW; ++j) {
-                long long column = q * SW + j * DW - PW;
-                if (column < 0 || column >= W) continue;
-                sum += weight[(c * KH + i) * KW + j] * x[(rest * H + row) * W + column];
+                long long row = p * SH + i * DH - PH, column = q * SW + j * DW - PW;
+                if (row >= 0 && row < H && column >= 0 && column < W)
+                    sum += weight[(c * KH + i) * KW + j] * x[(rest * H + row) * W + column];
             }
-        }
         y[index] = sum;
     }
 }
 
 /* dx[n, c, h, w] = sum over the taps reading (h, w) of weight[c, i, j] dy[n, c, p, q] */
 extern "C" __global__ void depthwise_grad_input(const real* gy, const real* weight, real* gx,
-        long long N, long long C, long long H, long long W, long long KH, long long KW,
-        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
-        long long DH, long long DW) {
+        CONV_SIZES) {
     GRID_STRIDE_LOOP(index, N * C * H * W) {
         long long w = index % W, rest = index / W;
         long long h = rest % H; rest /= H;               /* rest = n C + c */
@@ -123,9 +116,7 @@ extern "C" __global__ void depthwise_grad_input(const real* gy, const real* weig
 
 /* dW[c, i, j] = sum over (n, p, q) of dy[n, c, p, q] x[n, c, p sh + i dh - ph, q sw + j dw - pw] */
 extern "C" __global__ void depthwise_grad_weight(const real* gy, const real* x, real* gw,
-        long long N, long long C, long long H, long long W, long long KH, long long KW,
-        long long OH, long long OW, long long SH, long long SW, long long PH, long long PW,
-        long long DH, long long DW) {
+        CONV_SIZES) {
     GRID_STRIDE_LOOP(index, C * KH * KW) {
         long long j = index % KW, rest = index / KW;
         long long i = rest % KH;
@@ -321,7 +312,8 @@ def dupsample_cross_entropy(v, mean, temperature, labels, ratio, ignore_index, l
     num_classes = depth // (ratio * ratio)
     h, w = -(-height // ratio), -(-width // ratio)
     if rows != n * h * w:
-        raise ValueError(f"dupsample_cross_entropy: v has {rows} rows, expected N h w = {n * h * w}")
+        raise ValueError(f"dupsample_cross_entropy: v has {rows} rows, expected N h w = "
+                         f"{n * h * w}")
     v, mean = xp.ascontiguousarray(v), xp.ascontiguousarray(mean, dtype=v.dtype)
     temperature = xp.ascontiguousarray(temperature, dtype=v.dtype).reshape(1)
     labels = xp.ascontiguousarray(labels, dtype=np.int64)

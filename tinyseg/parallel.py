@@ -28,7 +28,7 @@ import numpy as np
 
 from .backend import get_array_module
 
-CACHE_BYTES = 1024 * 1024  # a slab of this size stays in a core's L2 cache (measured: 256 KB to 4 MB)
+CACHE_BYTES = 1024 * 1024  # a slab this size stays in a core's cache (measured: 256 KB to 4 MB)
 MIN_PARALLEL_BYTES = 256 * 1024  # smaller arrays: one slab on the calling thread (no hand-off)
 
 _pool = None  # the worker threads, made on first use
