@@ -256,6 +256,7 @@ class DUpsamplingDecoder(nn.Module):
         return F.log_softmax_with_temperature(scores, self._temperature_tensor(), dim=1)  # Eq. (6)
 
     def _temperature_tensor(self):
+        """T of Eq. (6) for the ops: exp(log T) as a Tensor (its gradient reaches log T), or 1."""
         return 1.0 if self.log_temperature is None else F.exp(self.log_temperature)
 
     def fused_loss(self, last, features, masks):
