@@ -89,6 +89,7 @@ TORCH_CASES = [
     (5, 5, 3, 1, 1, 1, 5, True),                  # depthwise
     (5, 5, 3, 1, 0, 1, 5, True),                  # depthwise, no padding
     (5, 5, 3, 2, 1, 1, 5, True),                  # depthwise, stride 2
+    (5, 5, 2, 2, 0, 1, 5, True),                  # depthwise, stride 2: the last row is never read
     (5, 5, 3, 1, 2, 2, 5, False),                 # depthwise, dilation 2 ("same" atrous)
     (5, 5, (2, 3), (1, 2), (0, 1), 1, 5, True),   # depthwise, non-square everything
     (4, 8, 3, 1, 1, 1, 4, True),                  # depthwise with channel multiplier 2

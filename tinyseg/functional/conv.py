@@ -158,9 +158,9 @@ class Conv2d(Function):
                 y = cuda_kernels.depthwise_forward(x, weight, self.stride, self.padding,
                                                    self.dilation, self.out_size)
             else:
-                self.layout = depthwise.layout((h, w), (kh, kw), self.stride, self.padding,
-                                               self.dilation, self.out_size)
-                y = depthwise.correlate(x, weight, self.layout)       # (N, C, H_out, W_out)
+                geo = depthwise.layout((h, w), (kh, kw), self.stride, self.padding,
+                                       self.dilation, self.out_size)
+                y = depthwise.correlate(x, weight, geo)               # (N, C, H_out, W_out)
         else:
             col = self._columns(x)                                    # (N, G, K_g, L)
             w_mat = weight.reshape(g, c_out // g, c_group * kh * kw)  # (G, C_out/G, K_g)
@@ -187,26 +187,36 @@ class Conv2d(Function):
 
     def backward(self, gy):
         need_gx, need_gw = self.needs_input_grad[:2]
-        gx = self._grad_input(gy) if need_gx else None
-        gw = self._grad_weight(gy) if need_gw else None
+        if self.depthwise:
+            gx, gw = self._depthwise_grads(gy, need_gx, need_gw)
+        else:
+            gx = self._grad_input(gy) if need_gx else None
+            gw = self._grad_weight(gy) if need_gw else None
         if len(self.needs_input_grad) == 2:  # called without a bias
             return gx, gw
         # db = dy summed over images and pixels: (N, C_out, H_out, W_out) -> (C_out,)
         gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
         return gx, gw, gb
 
+    def _depthwise_grads(self, gy, need_gx, need_gw):
+        """dx and dW of the depthwise path: CUDA kernels on the GPU, else depthwise.backward."""
+        args = (self.stride, self.padding, self.dilation)
+        if not cuda_kernels.active(get_array_module(gy)):
+            return depthwise.backward(gy, self.weight, self.x_shape, *args,
+                                      x=self.x if need_gw else None, need_gx=need_gx)
+        gx = gw = None
+        if need_gx:
+            gx = cuda_kernels.depthwise_grad_input(gy, self.weight, self.x_shape, *args)
+        if need_gw:
+            gw = cuda_kernels.depthwise_grad_weight(gy, self.x, self.weight.shape[2:], *args)
+        return gx, gw
+
     def _grad_input(self, gy):
-        """dx = col2im(dcol) with dcol[n, g] = W[g]^T dy[n, g] (depthwise: depthwise.py)."""
+        """dx = col2im(dcol) with dcol[n, g] = W[g]^T dy[n, g]."""
         xp = get_array_module(gy)
         n, c_in, h, w = self.x_shape
         c_out, c_group, kh, kw = self.weight.shape
         g = self.groups
-        if self.depthwise and cuda_kernels.active(xp):
-            return cuda_kernels.depthwise_grad_input(gy, self.weight, self.x_shape, self.stride,
-                                                     self.padding, self.dilation)
-        if self.depthwise:
-            return depthwise.grad_input(gy, self.weight, self.x_shape, self.stride, self.padding,
-                                        self.dilation)
         gy_mat = gy.reshape(n, g, c_out // g, -1)      # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
         w_mat = self.weight.reshape(g, c_out // g, c_group * kh * kw)  # (G, C_out/G, K_g)
         # (G, K_g, C_out/G) @ (N, G, C_out/G, L) -> (N, G, K_g, L)
@@ -217,14 +227,9 @@ class Conv2d(Function):
         return col2im(gcol, (h, w), self.stride, self.padding, self.dilation)
 
     def _grad_weight(self, gy):
-        """dW[g] = sum_n dy[n, g] col[n, g]^T (depthwise: depthwise.py)."""
+        """dW[g] = sum_n dy[n, g] col[n, g]^T."""
         xp = get_array_module(gy)
         n, c_out = gy.shape[:2]
-        if self.depthwise and cuda_kernels.active(xp):
-            return cuda_kernels.depthwise_grad_weight(gy, self.x, self.weight.shape[2:],
-                                                      self.stride, self.padding, self.dilation)
-        if self.depthwise:
-            return depthwise.grad_weight(self.x, gy, self.layout).reshape(self.weight.shape)
         # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
         gy_mat = gy.reshape(n, self.groups, c_out // self.groups, -1)
         # dW^T = sum_n col[n] dy[n]^T (OpenBLAS runs this orientation faster than dy col^T):

@@ -6,12 +6,10 @@ It has only kH * kW weights per channel, so the dense path's GEMMs would be tiny
 columns kH * kW times larger than the input. Here each channel is its own small problem:
 
     y[c] = W[c] @ cols[c]      (1, T) @ (T, N L)         T = kH kW taps, L outputs per image
-    dW[c] = cols[c] @ dy[c]    (T, N L) @ (N L, 1)
 
 with cols[c] the input under each tap, gathered for a slab of channels at a time (it stays in
-the cache). The forward's products are one einsum over the slab (a matmul would hand each
-(1, T) @ (T, N L) product to OpenBLAS's own threads, which then serialise the slab threads);
-dW's are one batched matmul (OpenBLAS keeps those T dot products on the calling thread).
+the cache). The products are one einsum over the slab (a matmul would hand each
+(1, T) @ (T, N L) product to OpenBLAS's own threads, which then serialise the slab threads).
 
 The "wide" layout makes each tap's gather ONE strided slice. Store a channel's padded image
 row-major as a flat vector with rows of `width` numbers. Tap (i, j) of output pixel (p, q) then
@@ -26,7 +24,8 @@ rows of zeros after the image keep every slice inside the array.
 
 dx is a depthwise correlation too, of dy with the flipped kernel (the adjoint of a correlation
 with stride s is one with the flipped kernel over dy with s - 1 zeros inserted between its
-values; the "transposed convolution" identity): so the backward reuses `correlate`.
+values; the "transposed convolution" identity). The columns of that correlation also give dW
+(see `backward`), so the backward gathers dy once and the input not at all.
 Everything runs slab by slab of channels on the CPU's threads (tinyseg/parallel.py).
 """
 from collections import namedtuple
@@ -73,60 +72,85 @@ def _columns(x, geo):
     return cols.reshape(c, len(geo.offsets), n * length)
 
 
-def _to_wide(g, geo):
-    """g: (N, slab, H_out, W_out) -> (slab, N L, 1) in the wide layout, zero in the junk columns."""
-    xp = get_array_module(g)
-    n, c, oh, ow = g.shape
-    wide = xp.zeros((c, n, oh, geo.wide), g.dtype)
-    wide[..., :ow] = g.transpose(1, 0, 2, 3)
+def _to_wide(a, geo):
+    """a: (N, slab, H_out, W_out) -> (slab, N L, 1) in the wide layout, zero in the junk columns."""
+    xp = get_array_module(a)
+    n, c, oh, ow = a.shape
+    wide = xp.zeros((c, n, oh, geo.wide), a.dtype)
+    wide[..., :ow] = a.transpose(1, 0, 2, 3)
     return wide.reshape(c, n * oh * geo.wide, 1)
+
+
+def _weighted_sum(weight, cols, geo, n):
+    """(slab, T) weights on (slab, T, N L) columns -> (N, slab, H_out, W_out)."""
+    xp = get_array_module(cols)
+    oh, ow = geo.out_size
+    y_wide = xp.einsum("ct,ctm->cm", weight, cols)           # (slab, N L)
+    y_wide = y_wide.reshape(-1, n, oh, geo.wide)[..., :ow]   # drop the junk columns
+    return y_wide.transpose(1, 0, 2, 3)
+
+
+def _flipped_layout(gy, kernel, stride, padding, dilation, in_size):
+    """dy with s - 1 zeros inserted between its values (stride s), and the layout of its
+    correlation with the flipped kernel, whose output is dx: (N, C, H, W) with (H, W) = in_size."""
+    xp = get_array_module(gy)
+    n, c, oh, ow = gy.shape
+    (sh, sw) = stride
+    if (sh, sw) != (1, 1):
+        spread = xp.zeros((n, c, (oh - 1) * sh + 1, (ow - 1) * sw + 1), gy.dtype)
+        spread[:, :, ::sh, ::sw] = gy
+        gy = spread
+    # padding before dy: the dilated kernel's reach minus the forward's padding; a negative
+    # one means skipping that many values of dy instead
+    before = [(k - 1) * d - p for k, d, p in zip(kernel, dilation, padding)]
+    gy = gy[:, :, max(0, -before[0]):, max(0, -before[1]):]
+    geo = layout(gy.shape[2:], kernel, (1, 1), [max(0, b) for b in before], dilation, in_size)
+    return gy, geo
 
 
 def correlate(x, weight, geo):
     """x: (N, C, H, W), weight: (C, 1, kH, kW) -> y: (N, C, H_out, W_out) for the layout geo."""
     xp = get_array_module(x)
     n, c = x.shape[:2]
-    oh, ow = geo.out_size
-    y = xp.empty((n, c, oh, ow), x.dtype)
+    y = xp.empty((n, c) + tuple(geo.out_size), x.dtype)
+    taps = weight.reshape(c, len(geo.offsets))                # (C, T)
 
     def convolve(ch):
-        cols = _columns(x[:, ch], geo)                       # (slab, T, N L)
-        w = weight[ch].reshape(-1, len(geo.offsets))         # (slab, T)
-        y_wide = xp.einsum("ct,ctm->cm", w, cols)            # (slab, N L)
-        y_wide = y_wide.reshape(-1, n, oh, geo.wide)[..., :ow]  # drop the junk columns
-        y[:, ch] = y_wide.transpose(1, 0, 2, 3)              # (N, slab, H_out, W_out)
+        y[:, ch] = _weighted_sum(taps[ch], _columns(x[:, ch], geo), geo, n)
     _for_each_slab(convolve, x)
     return y
 
 
-def grad_weight(x, gy, geo):
-    """dW[c, 0, i, j] = sum over (n, p, q) of dy[n, c, p, q] x_pad[n, c, p sh + i dh, q sw + j dw]."""
-    xp = get_array_module(x)
-    c = x.shape[1]
-    gw = xp.empty((c, len(geo.offsets), 1), x.dtype)     # (C, T, 1)
+def backward(gy, weight, x_shape, stride, padding, dilation, x=None, need_gx=True):
+    """dx: (N, C, H, W) and dW: (C, 1, kH, kW) of y = correlate(x, W), from ONE gathering of dy.
 
-    def reduce(ch):
-        # (slab, T, N L) @ (slab, N L, 1) -> (slab, T, 1)
-        xp.matmul(_columns(x[:, ch], geo), _to_wide(gy[:, ch], geo), out=gw[ch])
-    _for_each_slab(reduce, x)
-    return gw
+    dx is a correlation of dy (zeros inserted for the stride) with the flipped kernel, see the
+    module docstring. Its columns hold, for every input pixel u and tap t of the flipped
+    kernel, the dy value that tap reads; and that is exactly the dy value whose output read
+    x[u] through tap t' = flip(t) in the forward. So the same columns give both gradients:
 
+        dx[u] = sum over t of W_flipped[t] dycols[t, u]
+        dW[flip(t)] = sum over u of x[u] dycols[t, u]       (the zero padding of x adds nothing)
 
-def grad_input(gy, weight, x_shape, stride, padding, dilation):
-    """dx: (N, C, H, W), as a correlation of dy (zeros inserted for the stride) with the
-    flipped kernel; see the module docstring."""
+    x (the forward's input) is needed for dW only: x=None returns no dW; need_gx=False no dx.
+    """
     xp = get_array_module(gy)
-    n, c, oh, ow = gy.shape
+    n, c = gy.shape[:2]
     kh, kw = weight.shape[2:]
-    (sh, sw), (dh, dw) = stride, dilation
-    if (sh, sw) != (1, 1):  # insert s - 1 zeros between the values of dy
-        spread = xp.zeros((n, c, (oh - 1) * sh + 1, (ow - 1) * sw + 1), gy.dtype)
-        spread[:, :, ::sh, ::sw] = gy
-        gy = spread
-    # padding before dy: the dilated kernel's reach minus the forward's padding; a negative
-    # one means skipping that many values of dy instead
-    before = [(k - 1) * d - p for k, d, p in zip((kh, kw), dilation, padding)]
-    gy = gy[:, :, max(0, -before[0]):, max(0, -before[1]):]
-    geo = layout(gy.shape[2:], (kh, kw), (1, 1), [max(0, b) for b in before], (dh, dw),
-                 x_shape[2:])
-    return correlate(gy, weight[:, :, ::-1, ::-1], geo)
+    need_gw = x is not None
+    gy, geo = _flipped_layout(gy, (kh, kw), stride, padding, dilation, x_shape[2:])
+    flipped = weight[:, :, ::-1, ::-1].reshape(c, kh * kw)   # (C, T)
+    gx = xp.empty((n, c) + tuple(geo.out_size), gy.dtype) if need_gx else None
+    gw_flipped = xp.empty((c, kh * kw, 1), gy.dtype) if need_gw else None
+
+    def differentiate(ch):
+        cols = _columns(gy[:, ch], geo)                         # (slab, T, N L)
+        if need_gx:
+            gx[:, ch] = _weighted_sum(flipped[ch], cols, geo, n)
+        if need_gw:  # (slab, T, N L) @ (slab, N L, 1) -> (slab, T, 1)
+            xp.matmul(cols, _to_wide(x[:, ch], geo), out=gw_flipped[ch])
+    _for_each_slab(differentiate, gy)
+    if not need_gw:
+        return gx, None
+    gw = gw_flipped.reshape(c, 1, kh, kw)[:, :, ::-1, ::-1]
+    return gx, xp.ascontiguousarray(gw)  # laid out like W, for the optimizer's chunks
