@@ -158,7 +158,7 @@ class Conv2d(Function):
                 y = cuda_kernels.depthwise_forward(x, weight, self.stride, self.padding,
                                                    self.dilation, self.out_size)
             else:
-                geo = depthwise.layout((h, w), (kh, kw), self.stride, self.padding,
+                geo = depthwise.layout(n, (h, w), (kh, kw), self.stride, self.padding,
                                        self.dilation, self.out_size)
                 y = depthwise.correlate(x, weight, geo)               # (N, C, H_out, W_out)
         else:
