@@ -128,6 +128,25 @@ def test_depthwise_in_channel_slabs(xp, rng, monkeypatch):
     test_matches_torch(xp, rng, (c, c, 3, 1, 1, 1, c, True))
 
 
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [
+    (3, 2, 1, 1), (3, (2, 3), (0, 2), (1, 2)), (3, 1, 3, 3),
+    (2, 2, 0, 1),  # dx's correlation needs 2 zero rows after each image, 1 before
+])
+def test_depthwise_images_stacked_do_not_mix(xp, rng, kernel, stride, padding, dilation):
+    """depthwise.py stacks the batch into one tall image, `rows` rows per image (rounded up to
+    the stride): 3 images of odd sizes, each output must read its own image only."""
+    x = rng.standard_normal((3, 4, 9, 7)).astype(np.float32)
+    x[1] += 100.0  # a leak from the middle image would show in its neighbours' outputs
+    w = rng.standard_normal((4, 1, kernel, kernel)).astype(np.float32)
+    tx, tw = Tensor(xp.asarray(x), requires_grad=True), Tensor(xp.asarray(w), requires_grad=True)
+    y = F.conv2d(tx, tw, None, stride, padding, dilation, 4)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(xp.asarray(gy))
+    reference = torch_conv_grads(x, w, None, gy, stride, padding, dilation, 4)
+    for ours, expected in zip((y.data, tx.grad, tw.grad), reference[:3]):
+        assert_close(ours, expected)
+
+
 def test_taps_that_read_only_padding_are_left_out():
     """ASPP's rate 18 on a 16 x 16 map (a 256 x 256 crop at output stride 16): only the centre
     tap sees the map, so the conv runs as a 1x1 without padding; at 32 x 32 all 9 taps are
