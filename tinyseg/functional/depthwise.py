@@ -70,12 +70,12 @@ def _taps(x, geo):
     n, c, h, w = x.shape
     (ph, pw), (kh, kw), (dh, dw) = geo.padding, geo.kernel, geo.dilation
     size = max(n * geo.rows * geo.width, geo.length + (kw - 1) * dw)
-    flat = xp.zeros((c, size), x.dtype)                      # (slab, stacked padded images)
-    images = flat[:, :n * geo.rows * geo.width].reshape(c, n, geo.rows, geo.width)
-    images[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)  # a view: writes reach flat
-    shifted = xp.empty((c, kw, geo.length), x.dtype)         # copy j: flat shifted by j dw
-    for j in range(kw):
-        shifted[:, j] = flat[:, j * dw:j * dw + geo.length]
+    shifted = xp.empty((c, kw, size), x.dtype)  # copy j: the stacked padded images shifted by j dw
+    shifted[:, 0] = 0
+    images = shifted[:, 0, :n * geo.rows * geo.width].reshape(c, n, geo.rows, geo.width)
+    images[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)  # a view: writes reach copy 0
+    for j in range(1, kw):  # (taps read only the first geo.length numbers of each copy)
+        shifted[:, j, :geo.length] = shifted[:, 0, j * dw:j * dw + geo.length]
     s_channel, s_copy, s_item = shifted.strides               # in bytes
     return xp.lib.stride_tricks.as_strided(
         shifted, (c, kh, kw, geo.outputs),
