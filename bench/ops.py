@@ -72,9 +72,11 @@ CASES = [
 ]
 # After each op, PyTorch's OpenMP workers keep spinning for a while (~0.2 s) waiting for the
 # next one: interleaved with torch, tinyseg would run against two busy cores, and after a pause
-# torch would start from sleeping workers. So each framework runs its repeats back to back, and
-# the next case starts after a pause.
+# torch would start from sleeping workers. So each framework runs its repeats back to back (after
+# its own warm-up), in ROUNDS alternating rounds with a pause after each; the medians are over
+# all repeats, and every repeat is in the JSON.
 TORCH_SPIN_SECONDS = 0.3
+ROUNDS = 3
 BATCH = 2
 
 
@@ -159,7 +161,7 @@ def run(args):
                                device and torch.cuda.synchronize()))
     else:
         device, timer = "cpu", Timer(lambda: None)
-    repeats, warmup = (3, 1) if args.quick else (args.repeats, 2)
+    repeats, warmup = (3, 1) if args.quick else (max(args.repeats, ROUNDS), 2)
     rng = np.random.default_rng(0)
     rows = []
     print(f"{args.backend} on {machine_name(args.backend)}; {THREADS} threads; numpy {np.__version__} "
@@ -176,14 +178,17 @@ def run(args):
         gy = rng.standard_normal((BATCH, c_out, size, size), dtype=np.float32)
         ours = tinyseg_step(xp, x, w, b, gy, padding, dilation, groups)
         theirs = torch_step(torch, device, x, w, b, gy, padding, dilation, groups) if device else None
-        ours_ms = timed(timer, ours, warmup, repeats)
-        theirs_ms = timed(timer, theirs, warmup, repeats) if theirs else []
-        time.sleep(TORCH_SPIN_SECONDS)
+        ours_ms, theirs_ms = [], []
+        for _ in range(ROUNDS):  # alternating rounds: a slow minute of the VM hits both
+            ours_ms += timed(timer, ours, warmup, repeats // ROUNDS)
+            theirs_ms += timed(timer, theirs, warmup, repeats // ROUNDS) if theirs else []
+            time.sleep(TORCH_SPIN_SECONDS)
         row = {"case": name, "c_in": c_in, "c_out": c_out, "size": size, "kernel": k,
                "padding": padding, "dilation": dilation, "groups": groups, "batch": BATCH,
                "tinyseg_ms": round(statistics.median(ours_ms), 3),
                "torch_ms": round(statistics.median(theirs_ms), 3) if theirs else None,
-               "target_ratio": target}
+               "target_ratio": target, "tinyseg_all_ms": [round(t, 3) for t in ours_ms],
+               "torch_all_ms": [round(t, 3) for t in theirs_ms]}
         row["ratio"] = round(row["tinyseg_ms"] / row["torch_ms"], 3) if theirs else None
         rows.append(row)
         torch_text = f"{row['torch_ms']:9.2f} {row['ratio']:6.2f}" if theirs else f"{'n/a':>9s} {'':6s}"
@@ -196,7 +201,8 @@ def run(args):
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "native"),
         "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
         "malloc": "freed memory kept for reuse" if args.malloc_applied else "glibc defaults",
-        "repeats": repeats, "warmup": warmup, "quick": args.quick,
+        "repeats": repeats // ROUNDS * ROUNDS, "rounds": ROUNDS, "warmup_per_round": warmup,
+        "quick": args.quick,
         "load_average_before": round(load, 2), "load_average_after": round(os.getloadavg()[0], 2),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cases": rows,
     }
