@@ -3,12 +3,14 @@
     python bench/ops.py                    # NumPy vs torch CPU, writes bench/results/ops-<machine>.json
     python bench/ops.py --quick            # fewer repeats, for a smoke test
     python bench/ops.py --backend cupy     # CuPy vs torch CUDA on a GPU machine
+    TINYSEG_CUDNN=1 python bench/ops.py --backend cupy   # tinyseg's convolutions by cuDNN
 
 Each case builds a float32 batch of 2, runs a few warm-up passes, then times `repeats` passes of
-forward + backward (the upstream gradient is a fixed random array), tinyseg's back to back, then
-torch's (interleaving them lets torch's spinning OpenMP workers steal tinyseg's cores; run on a
-quiet machine). The median of each is reported, with the ratio tinyseg / torch (below 1 means
-tinyseg is faster).
+forward + backward (the upstream gradient is a fixed random array): tinyseg's back to back, then
+torch's, in three alternating rounds (interleaving single passes would let torch's spinning
+OpenMP workers steal tinyseg's cores; run on a quiet machine). The median of each is reported,
+with the ratio tinyseg / torch (below 1 means tinyseg is faster). On the GPU both compute in
+full float32: TF32 off for torch, CuPy (CUPY_TF32=0) and cuBLAS/cuDNN (NVIDIA_TF32_OVERRIDE=0).
 """
 import argparse
 import json
@@ -43,6 +45,9 @@ def cpu_info():
     return info
 
 
+# CuPy, cuBLAS and cuDNN read these when they load: full float32, no TF32, on the GPU.
+os.environ.setdefault("CUPY_TF32", "0")
+os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 # The BLAS libraries read these when they load: set them before importing numpy.
 THREADS = int(_early_option("--threads", os.cpu_count() or 1))
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -58,6 +63,7 @@ import tinyseg  # noqa: E402,F401  (before NumPy: sets OPENBLAS_THREAD_TIMEOUT, 
 import numpy as np  # noqa: E402
 
 import tinyseg.functional as F  # noqa: E402
+from tinyseg import cudnn  # noqa: E402
 from tinyseg.autograd import Tensor  # noqa: E402
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory  # noqa: E402
 
@@ -156,6 +162,8 @@ def run(args):
     import torch
     torch.set_num_threads(THREADS)
     if args.backend == "cupy":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
         device = "cuda" if torch.cuda.is_available() else None
         timer = Timer(lambda: (xp.cuda.Device().synchronize(),
                                device and torch.cuda.synchronize()))
@@ -194,6 +202,8 @@ def run(args):
         torch_text = f"{row['torch_ms']:9.2f} {row['ratio']:6.2f}" if theirs else f"{'n/a':>9s} {'':6s}"
         print(f"{name:28s} {row['tinyseg_ms']:11.2f} {torch_text} {target:6.1f}")
     return {
+        "convolutions": ("cuDNN via cupyx (TINYSEG_CUDNN=1)" if cudnn.active(xp)
+                         else "tinyseg's own (im2col + GEMM, depthwise.py)"),
         "machine": args.machine or machine_name(args.backend), "host": socket.gethostname(),
         "cpu": cpu_model(), "cores": os.cpu_count(), "backend": args.backend,
         "torch_device": device, "numpy": np.__version__, "torch": torch.__version__,

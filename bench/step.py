@@ -4,6 +4,7 @@
     python bench/step.py --quick           # 2 repeats on smaller images: a smoke test
     python bench/step.py --backend cupy    # CuPy vs torch CUDA: batch 8, 512x512, TF32 off
     TINYSEG_CUDA_KERNELS=1 python bench/step.py --backend cupy --out ...   # with the CUDA kernels
+    TINYSEG_CUDNN=1 python bench/step.py --backend cupy --out ...   # convolutions by cuDNN
     python bench/step.py --profile         # cProfile of tinyseg's ResNet-50 step, top functions
     python bench/step.py --profile "xception65 step"
 
@@ -25,8 +26,9 @@ times each, so that both see the same background load; the median is reported, w
 tinyseg / torch (below 1: tinyseg is faster) and the target ratio. The JSON also records how
 busy OTHER processes kept the CPUs while timing (a shared machine skews everything).
 Timings on the GPU wait for the device to finish (synchronize) before the clock stops; torch
-runs there with TF32 disabled (matmul and cuDNN) and CuPy with CUPY_TF32=0, so both compute
-in full float32.
+runs there with TF32 disabled (matmul and cuDNN) and CuPy with CUPY_TF32=0, and the process
+with NVIDIA_TF32_OVERRIDE=0 (which also keeps cuDNN's float32 kernels off TF32 when
+TINYSEG_CUDNN=1), so both compute in full float32.
 
 Memory (Linux): each framework runs each case once more in a subprocess of its own (tinyseg's
 never imports torch). After a warm-up step it resets the kernel's peak-RSS counter
@@ -48,12 +50,11 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
-os.environ.setdefault("CUPY_TF32", "0")  # CuPy reads it when it loads: full float32 GEMMs
-import ops  # noqa: E402  (sets the BLAS thread variables from --threads before NumPy loads)
+import ops  # noqa: E402  (sets the BLAS thread and the TF32 variables before NumPy loads)
 
 import numpy as np  # noqa: E402
 
-from tinyseg import cuda_kernels, nn, no_grad, optim  # noqa: E402
+from tinyseg import cuda_kernels, cudnn, nn, no_grad, optim  # noqa: E402
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory, to_numpy  # noqa: E402
 from tinyseg.models import build_model  # noqa: E402
 
@@ -374,9 +375,12 @@ def run(args):
     if args.backend == "cupy":
         report["cuda_kernels"] = ("tinyseg/cuda_kernels.py (TINYSEG_CUDA_KERNELS=1)"
                                   if cuda_kernels.enabled() else "plain CuPy ops")
+        report["convolutions"] = ("cuDNN via cupyx (TINYSEG_CUDNN=1)" if cudnn.enabled()
+                                  else "tinyseg's im2col + cuBLAS GEMM")
         report["tf32"] = {"torch_matmul": torch.backends.cuda.matmul.allow_tf32,
                           "torch_cudnn": torch.backends.cudnn.allow_tf32,
-                          "CUPY_TF32": os.environ.get("CUPY_TF32")}
+                          "CUPY_TF32": os.environ.get("CUPY_TF32"),
+                          "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE")}
     return report
 
 

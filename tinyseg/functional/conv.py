@@ -23,11 +23,12 @@ main op) has only kH * kW weights per channel: it takes its own branch, `depthwi
 works channel by channel on a few channels at a time.
 
 Everything but the GEMMs runs on cache-sized slabs of channels, spread over the CPU's cores
-(tinyseg/parallel.py); the GEMMs are multithreaded by the BLAS.
+(tinyseg/parallel.py); the GEMMs are multithreaded by the BLAS. On the GPU, TINYSEG_CUDNN=1
+hands the three convolutions to cuDNN instead (tinyseg/cudnn.py).
 """
 import numpy as np
 
-from .. import cuda_kernels
+from .. import cuda_kernels, cudnn
 from ..autograd import Function
 from ..backend import get_array_module
 from ..parallel import for_each_channel_slab
@@ -134,6 +135,7 @@ class Conv2d(Function):
 
     Dense path: y[n, g] = W[g] @ col[n, g] for every image n and group g, in one batched matmul.
     Depthwise path (G = C_in = C_out): one small product per channel (depthwise.py).
+    On the GPU, TINYSEG_CUDNN=1 computes y, dx and dW with cuDNN instead (tinyseg/cudnn.py).
     Arguments are checked by the `conv2d` wrapper.
     """
 
@@ -152,7 +154,10 @@ class Conv2d(Function):
         self.depthwise = g == c_in == c_out
         self.pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
         keep = self.needs_input_grad[1]  # only dW reads the input again (as columns)
-        if self.depthwise:
+        if cudnn.active(xp):
+            self.x = x if keep else None
+            y = cudnn.conv2d(x, weight, self.out_size, self.stride, self.padding, self.dilation, g)
+        elif self.depthwise:
             self.x = x if keep else None  # dW gathers the input under the taps again
             if cuda_kernels.active(xp):
                 y = cuda_kernels.depthwise_forward(x, weight, self.stride, self.padding,
@@ -187,7 +192,9 @@ class Conv2d(Function):
 
     def backward(self, gy):
         need_gx, need_gw = self.needs_input_grad[:2]
-        if self.depthwise:
+        if cudnn.active(get_array_module(gy)):
+            gx, gw = self._cudnn_grads(gy, need_gx, need_gw)
+        elif self.depthwise:
             gx, gw = self._depthwise_grads(gy, need_gx, need_gw)
         else:
             gx = self._grad_input(gy) if need_gx else None
@@ -197,6 +204,13 @@ class Conv2d(Function):
         # db = dy summed over images and pixels: (N, C_out, H_out, W_out) -> (C_out,)
         gb = gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None
         return gx, gw, gb
+
+    def _cudnn_grads(self, gy, need_gx, need_gw):
+        """dx and dW by cuDNN (TINYSEG_CUDNN=1 on the GPU)."""
+        args = (self.stride, self.padding, self.dilation, self.groups)
+        gx = cudnn.conv2d_grad_input(gy, self.weight, self.x_shape, *args) if need_gx else None
+        gw = cudnn.conv2d_grad_weight(gy, self.x, self.weight.shape, *args) if need_gw else None
+        return gx, gw
 
     def _depthwise_grads(self, gy, need_gx, need_gw):
         """dx and dW of the depthwise path: CUDA kernels on the GPU, else depthwise.backward."""
