@@ -246,12 +246,11 @@ class Conv2d(Function):
         n, c_out = gy.shape[:2]
         # (N, C_out, H_out, W_out) -> (N, G, C_out/G, L)
         gy_mat = gy.reshape(n, self.groups, c_out // self.groups, -1)
-        # dW^T = sum_n col[n] dy[n]^T (OpenBLAS runs this orientation faster than dy col^T):
-        # (N, G, K_g, L) @ (N, G, L, C_out/G) -> (N, G, K_g, C_out/G), summed over the images
-        gw_t = xp.matmul(self.col, gy_mat.swapaxes(2, 3)).sum(axis=0)
-        # (G, K_g, C_out/G) -> (G, C_out/G, K_g) -> (C_out, C_in/G, kH, kW), laid out like W (the
-        # optimizer then walks W, its gradient and its momentum in the same order)
-        return xp.ascontiguousarray(gw_t.swapaxes(1, 2)).reshape(self.weight.shape)
+        # (N, G, C_out/G, L) @ (N, G, L, K_g) -> (N, G, C_out/G, K_g), summed over the images;
+        # contiguous and laid out like W (the optimizer then walks W, its gradient and its
+        # momentum in the same order)
+        gw = xp.matmul(gy_mat, self.col.swapaxes(2, 3)).sum(axis=0)
+        return gw.reshape(self.weight.shape)                      # (C_out, C_in/G, kH, kW)
 
 
 def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
