@@ -122,7 +122,14 @@ def test_only_cupy_arrays_and_the_switch_turn_it_on(monkeypatch):
 
 
 def test_missing_cudnn_is_a_one_line_error(monkeypatch):
+    """Without CuPy (this machine) or with a CuPy that cannot load cuDNN: a BackendError that
+    says what to install or unset."""
+    from tinyseg import backend
     monkeypatch.setitem(sys.modules, "cupyx.cudnn", None)  # makes the import fail
+    if not cupy_available():
+        with pytest.raises(BackendError, match="needs CuPy|needs an NVIDIA GPU"):
+            cudnn.library()
+        monkeypatch.setattr(backend, "require_cupy", lambda: None)
     with pytest.raises(BackendError, match="TINYSEG_CUDNN=1 but CuPy cannot load cuDNN"):
         cudnn.library()
 

@@ -47,6 +47,18 @@ def require_cupy():
     return _cupy
 
 
+def require_cudnn():
+    """Return cupyx.cudnn (CuPy's binding of NVIDIA's cuDNN, for tinyseg/cudnn.py), or raise a
+    one-line BackendError saying how to get it."""
+    require_cupy()
+    try:
+        import cupyx.cudnn
+    except ImportError as error:
+        raise BackendError(f"TINYSEG_CUDNN=1 but CuPy cannot load cuDNN ({error}); install it "
+                           "(e.g. pip install nvidia-cudnn-cu12) or unset TINYSEG_CUDNN") from None
+    return cupyx.cudnn
+
+
 def get_backend(name):
     """The array module for a backend name: "numpy" (or "cpu") or "cupy" (or "cuda")."""
     if name in ("numpy", "cpu"):
@@ -63,6 +75,15 @@ def get_array_module(*arrays):
             if isinstance(a, _cupy.ndarray):
                 return _cupy
     return np
+
+
+def as_strided(array, shape, strides):
+    """A view of array's memory with the given shape and strides (in bytes), by NumPy's or
+    CuPy's lib.stride_tricks.as_strided. Its elements may overlap: read it, never write it."""
+    if get_array_module(array) is np:
+        return np.lib.stride_tricks.as_strided(array, shape, strides)
+    import cupy.lib.stride_tricks
+    return cupy.lib.stride_tricks.as_strided(array, shape, strides)
 
 
 def device_of(array):

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from .backend import BackendError, get_array_module
+from .backend import get_array_module, require_cudnn
 
 
 def enabled():
@@ -38,13 +38,8 @@ def active(xp):
 
 
 def library():
-    """cupyx.cudnn, or a one-line error saying how to get it."""
-    try:
-        import cupyx.cudnn
-    except ImportError as error:
-        raise BackendError(f"TINYSEG_CUDNN=1 but CuPy cannot load cuDNN ({error}); install it "
-                           "(e.g. pip install nvidia-cudnn-cu12) or unset TINYSEG_CUDNN") from None
-    return cupyx.cudnn
+    """cupyx.cudnn, or a one-line BackendError saying how to get it."""
+    return require_cudnn()
 
 
 def _settings(stride, padding, dilation):

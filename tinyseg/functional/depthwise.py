@@ -34,7 +34,7 @@ Everything runs slab by slab of channels on the CPU's threads (tinyseg/parallel.
 """
 from collections import namedtuple
 
-from ..backend import get_array_module
+from ..backend import as_strided, get_array_module
 from ..parallel import run, slabs
 
 Layout = namedtuple("Layout", "in_size out_size kernel stride padding dilation rows width wide "
@@ -77,9 +77,8 @@ def _taps(x, geo):
     for j in range(1, kw):  # (taps read only the first geo.length numbers of each copy)
         shifted[:, j, :geo.length] = shifted[:, 0, j * dw:j * dw + geo.length]
     s_channel, s_copy, s_item = shifted.strides               # in bytes
-    return xp.lib.stride_tricks.as_strided(
-        shifted, (c, kh, kw, geo.outputs),
-        (s_channel, dh * geo.width * s_item, s_copy, geo.stride[1] * s_item))
+    return as_strided(shifted, (c, kh, kw, geo.outputs),
+                      (s_channel, dh * geo.width * s_item, s_copy, geo.stride[1] * s_item))
 
 
 def _to_wide(a, geo):
