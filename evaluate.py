@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from tinyseg import cudnn
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory
 from tinyseg.data import DATASET_NAMES, DataError, build_dataset
 from tinyseg.evaluation import Progress, evaluate, format_report, save_prediction
@@ -50,6 +51,8 @@ def main(argv=None):
         xp = get_backend(args.backend)
         if args.backend == "numpy":
             keep_freed_memory()  # steps reuse freed memory instead of faulting in new pages
+        elif cudnn.enabled():
+            cudnn.library()  # TINYSEG_CUDNN=1: a missing cuDNN stops the run here, in one line
         model, meta = model_from_checkpoint(args.checkpoint)
         trained = run_settings(args.checkpoint)
         name = args.dataset or trained.get("dataset")

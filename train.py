@@ -17,6 +17,7 @@ import time
 import tinyseg  # noqa: F401  (before NumPy: it sets OpenBLAS's thread timeout, see tinyseg/__init__.py)
 import numpy as np
 
+from tinyseg import cudnn
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory
 from tinyseg.data import DATASET_NAMES, DataError, ensure_synthetic
 from tinyseg.data.synthetic import read_marker
@@ -127,6 +128,8 @@ def main(argv=None):
         xp = get_backend(args.backend)
         if args.backend == "numpy":
             keep_freed_memory()  # steps reuse freed memory instead of faulting in new pages
+        elif cudnn.enabled():
+            cudnn.library()  # TINYSEG_CUDNN=1: a missing cuDNN stops the run here, in one line
         settings = settings_from(args)
         if settings["dataset"] == "synthetic" and read_marker(settings["data_root"]) is None:
             ensure_synthetic(settings["data_root"])  # first use: generate it (a few seconds)
