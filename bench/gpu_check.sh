@@ -1,20 +1,50 @@
 #!/usr/bin/env bash
-# Everything that needs an NVIDIA GPU, as one call on a machine with CuPy and PyTorch (CUDA):
-#   bash bench/gpu_check.sh [RESULTS_DIR]        (default bench/results; ~10 minutes on an H100)
-# 1. the CuPy half of the test suite (every op test's cupy case, the CUDA kernels against
-#    their plain twins, conv2d with TINYSEG_CUDA_KERNELS=1, the cuDNN path against the plain one);
-# 2. bench/ops.py and bench/step.py on the GPU: plain CuPy ops, with the CUDA kernels, and with
-#    the convolutions by cuDNN (TINYSEG_CUDNN=1, the opt-in path) on top of the kernels.
+# Everything that needs an NVIDIA GPU, on a machine with CuPy and PyTorch (CUDA), in two stages
+# that each fit one 10-minute call of the device tool:
+#   bash bench/gpu_check.sh tests [RESULTS_DIR]   the CuPy half of the test suite: every op
+#        test's cupy case, the CUDA kernels against their plain twins, conv2d with
+#        TINYSEG_CUDA_KERNELS=1, the cuDNN path against the plain one (log: RESULTS_DIR/gpu-tests.log)
+#   bash bench/gpu_check.sh bench [RESULTS_DIR]   bench/ops.py and bench/step.py on the GPU: plain
+#        CuPy ops (step with memory), then --quick runs with the CUDA kernels, with the
+#        convolutions by cuDNN (TINYSEG_CUDNN=1, the opt-in path), and with both
+#   bash bench/gpu_check.sh all [RESULTS_DIR]     both, one after the other
+# RESULTS_DIR defaults to bench/results (on the device tool: "$OUT", so that the files come back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-results="${1:-bench/results}"
+stage="${1:-all}"
+results="${2:-bench/results}"
 mkdir -p "$results"
-python -c "from tinyseg.backend import require_cupy; require_cupy()" || exit 2
-python -m pytest -q -k "cupy or gpu" tests 2>&1 | tail -15
-python bench/ops.py --backend cupy --out "$results/ops-gpu.json"
-python bench/step.py --backend cupy --out "$results/step-gpu.json"
-TINYSEG_CUDA_KERNELS=1 python bench/step.py --backend cupy --no-memory \
-    --out "$results/step-gpu-cuda-kernels.json"
-TINYSEG_CUDNN=1 python bench/ops.py --backend cupy --out "$results/ops-gpu-cudnn.json"
-TINYSEG_CUDA_KERNELS=1 TINYSEG_CUDNN=1 python bench/step.py --backend cupy --no-memory \
-    --out "$results/step-gpu-cudnn.json"
+case "$stage" in
+    tests|bench|all) ;;
+    *) echo "usage: bash bench/gpu_check.sh tests|bench|all [RESULTS_DIR]" >&2; exit 2 ;;
+esac
+python - <<'CHECK' || exit 2
+import sys
+from tinyseg.backend import BackendError, require_cupy
+try:
+    require_cupy()
+except BackendError as error:
+    sys.exit(f"gpu_check: {error}")
+CHECK
+
+run_tests() {
+    python -m pytest -q -k "cupy or gpu" tests 2>&1 | tee "$results/gpu-tests.log" | tail -15
+}
+
+run_bench() {
+    python bench/ops.py --backend cupy --out "$results/ops-gpu.json"
+    python bench/step.py --backend cupy --out "$results/step-gpu.json"
+    TINYSEG_CUDA_KERNELS=1 python bench/step.py --backend cupy --quick --no-memory \
+        --out "$results/step-gpu-cuda-kernels.json"
+    TINYSEG_CUDNN=1 python bench/ops.py --backend cupy --out "$results/ops-gpu-cudnn.json"
+    TINYSEG_CUDNN=1 python bench/step.py --backend cupy --quick --no-memory \
+        --out "$results/step-gpu-cudnn.json"
+    TINYSEG_CUDA_KERNELS=1 TINYSEG_CUDNN=1 python bench/step.py --backend cupy --quick \
+        --no-memory --out "$results/step-gpu-cudnn-cuda-kernels.json"
+}
+
+case "$stage" in
+    tests) run_tests ;;
+    bench) run_bench ;;
+    all) run_tests; run_bench ;;
+esac
