@@ -5,7 +5,8 @@
 It has only kH * kW weights per channel, so the dense path's GEMMs would be tiny and its
 columns kH * kW times larger than the input. Here each channel is its own small problem, and
 the work is memory traffic: the layout below lets every tap read its inputs as a strided view
-of ONE padded copy of the channel, so nothing kH kW times larger than the input is written.
+of kW shifted copies of the padded channel, so nothing kH kW times larger than the input is
+written (9x columns for a 3 x 3 kernel; 3 copies here).
 
 The "wide" layout. Stack a channel's N padded images vertically into one tall image, `rows`
 rows per image, and store it row-major as a flat vector with rows of `width` numbers. Tap (i, j)
