@@ -11,12 +11,15 @@ The whole idea fits on a page:
 * Calling a Function on Tensors records it as the outputs' `creator`, so the outputs remember
   the graph that made them. `loss.backward()` walks that graph from the loss back to the
   leaves in reverse topological order, summing the gradients of a tensor used more than once.
+  Functions of the same depth run latest-created first, so the sums, and the run, are the same
+  every time (floating-point addition is not associative).
 
 Gradients are kept only for leaves that ask for them (`requires_grad=True`, e.g. parameters),
 as in PyTorch; gradients of intermediate tensors live only during the backward pass.
 """
 import contextlib
 import heapq
+import itertools
 import weakref
 
 import numpy as np
@@ -24,6 +27,7 @@ import numpy as np
 from .backend import device_of, get_array_module, to_device
 
 _grad_enabled = True
+_creation_order = itertools.count()  # numbers the Functions that record a graph
 
 
 def is_grad_enabled():
@@ -153,8 +157,9 @@ class Tensor:
         def schedule(function):
             if id(function) not in seen:
                 seen.add(id(function))
-                # heapq pops the smallest key: negate the generation to go deepest first
-                heapq.heappush(pending, (-function.generation, id(function), function))
+                # heapq pops the smallest key: deepest first, and among equals the latest
+                # created (not the memory address, which changes from run to run)
+                heapq.heappush(pending, (-function.generation, -function.sequence, function))
 
         schedule(self.creator)
         while pending:
@@ -300,6 +305,7 @@ class Function:
         outputs = [Tensor(y) for y in ((outputs,) if single else outputs)]
         if any(self.needs_input_grad):
             self.generation = max(x.generation for x in inputs)
+            self.sequence = next(_creation_order)
             for y in outputs:
                 y.creator, y.requires_grad, y.generation = self, True, self.generation + 1
             self.inputs = inputs
