@@ -10,9 +10,11 @@ Everything a run writes lives in its folder (`--out`):
     log.jsonl        one JSON object per logged iteration or validation
     curves.png       loss, mIoU and T over iterations (when matplotlib is installed)
 
-A resumed run continues from last.npz and gives the same numbers as an uninterrupted one:
-the network is initialised from the seed, batch k depends only on (seed, k), and the
-checkpoint holds every other piece of state (weights, BN statistics, momentum, T).
+A resumed run continues from last.npz and gives the same numbers as an uninterrupted one, bit
+for bit on the same machine and thread count: the network is initialised from the seed,
+batch k depends only on (seed, k), the backward pass sums gradients in a fixed order
+(autograd.py), and the checkpoint holds every other piece of state (weights, BN statistics,
+momentum, T). Two runs with the same seed are likewise identical.
 """
 import json
 import math
