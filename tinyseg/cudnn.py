@@ -11,8 +11,8 @@ side by side:
     dx = conv(x, W)^T dy       cupyx.cudnn.convolution_backward_data
     dW = dy (*) x              cupyx.cudnn.convolution_backward_filter
 
-All three take C-contiguous NCHW arrays (cupyx makes x and W contiguous itself) and write into
-an output allocated here. Math: full float32, tensor cores off (tensor_core="never"); on A100
+All three take NCHW arrays (cupyx makes its inputs C-contiguous itself) and write into a
+C-contiguous output allocated here. Math: full float32, tensor cores off (tensor_core="never"); on A100
 and later cuDNN may still pick TF32 kernels unless NVIDIA_TF32_OVERRIDE=0, which
 bench/step.py sets so that both frameworks compute in float32. Algorithms: cuDNN's heuristic
 choice (auto_tune=False, as torch.backends.cudnn.benchmark=False, PyTorch's default).
@@ -62,7 +62,7 @@ def conv2d_grad_input(gy, weight, x_shape, stride, padding, dilation, groups, li
     xp = get_array_module(gy)
     gx = xp.empty(tuple(x_shape), gy.dtype)
     (lib or library()).convolution_backward_data(
-        weight, xp.ascontiguousarray(gy), None, gx, *_settings(stride, padding, dilation),
+        weight, gy, None, gx, *_settings(stride, padding, dilation),
         groups, deterministic=False, auto_tune=False, tensor_core="never")
     return gx
 
@@ -72,6 +72,6 @@ def conv2d_grad_weight(gy, x, weight_shape, stride, padding, dilation, groups, l
     xp = get_array_module(gy)
     gw = xp.empty(tuple(weight_shape), gy.dtype)
     (lib or library()).convolution_backward_filter(
-        x, xp.ascontiguousarray(gy), gw, *_settings(stride, padding, dilation), groups,
+        x, gy, gw, *_settings(stride, padding, dilation), groups,
         deterministic=False, auto_tune=False, tensor_core="never")
     return gw
