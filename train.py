@@ -40,7 +40,7 @@ def build_parser():
     p.add_argument("--split", default="train")
     p.add_argument("--val-split", default="val")
     p.add_argument("--model", default="tiny_resnet",
-                   help="resnet50, resnet101, xception65, tiny_resnet, tiny_xception")
+                   help="resnet50, resnet101, xception65, small_resnet, tiny_resnet, tiny_xception")
     p.add_argument("--decoder", default="dupsampling", choices=["dupsampling", "deeplabv3plus", "bilinear"])
     p.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32],
                    help="also DUpsampling's ratio r; the paper uses 16 or 32 on 512x512 crops, "

@@ -109,8 +109,11 @@ class JsonLog:
         self.file.close()
 
 
-def train(settings, xp):
-    """Run (or resume) the training described by `settings` (a dict, see train.py's options)."""
+def train(settings, xp, customize=None):
+    """Run (or resume) the training described by `settings` (a dict, see train.py's options).
+
+    customize(model), if given, is called on the new network before W is set and the weights
+    are loaded (experiments/ uses it to put another upsampling in DUpsample's place)."""
     out = settings["out"]
     os.makedirs(out, exist_ok=True)
     dataset = build_dataset(settings["dataset"], settings["data_root"], settings["split"])
@@ -121,7 +124,10 @@ def train(settings, xp):
     model = build_model(backbone=settings["model"], decoder=settings["decoder"],
                         num_classes=dataset.num_classes, output_stride=settings["output_stride"],
                         fuse=settings["fuse"], dim=settings["dim"], loss=settings["loss"],
-                        temperature=settings["temperature"], pretrained=settings["pretrained"])
+                        temperature=settings["temperature"], pretrained=settings["pretrained"],
+                        trainable_projection=settings.get("trainable_projection", False))
+    if customize is not None:
+        customize(model)
     if model.needs_projection:
         path = settings["projection"] or os.path.join(out, "projection.npz")
         prepare_projection(model, dataset, settings["output_stride"], settings["dim"], path)

@@ -14,7 +14,8 @@ points: "b1u2c3" is ResNet's block1/unit_2/conv3, "mfb1u16c3" Xception's
 middle_flow/block1/unit_16/separable_conv3.
 
 `build_backbone(name, output_stride)` picks one by name: "resnet50", "resnet101",
-"xception65", and the small "tiny_resnet" and "tiny_xception" for tests and quick CPU runs.
+"xception65", "small_resnet" for the experiments on real photos, and the small "tiny_resnet"
+and "tiny_xception" for tests and quick CPU runs.
 """
 from collections import OrderedDict
 
@@ -109,6 +110,7 @@ def build_backbone(name, output_stride=16, **kwargs):
         "resnet50": resnet.resnet50,
         "resnet101": resnet.resnet101,
         "xception65": xception.xception65,
+        "small_resnet": resnet.small_resnet,
         "tiny_resnet": resnet.tiny_resnet,
         "tiny_xception": xception.tiny_xception,
     }

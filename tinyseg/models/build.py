@@ -45,10 +45,10 @@ LOSSES = ("cross_entropy", "regression")
 # the low-level feature fused by default: the paper's b1u2c3 (ResNet) and efb2u1c2 (Xception),
 # and their stand-ins at ratio 4 in the tiny backbones
 DEFAULT_FUSE = {"resnet50": ("b1u2c3",), "resnet101": ("b1u2c3",), "xception65": ("efb2u1c2",),
-                "tiny_resnet": ("b1u1c3",), "tiny_xception": ("efb2u1c2",)}
+                "small_resnet": ("b1u2c3",), "tiny_resnet": ("b1u1c3",), "tiny_xception": ("efb2u1c2",)}
 
 # head widths: (ASPP and decoder convs, low-level projection); the tiny backbones get tiny heads
-HEAD_WIDTHS = {"tiny_resnet": (32, 8), "tiny_xception": (32, 8)}
+HEAD_WIDTHS = {"small_resnet": (64, 16), "tiny_resnet": (32, 8), "tiny_xception": (32, 8)}
 DEFAULT_HEAD_WIDTHS = (256, 48)
 
 

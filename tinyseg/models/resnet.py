@@ -43,7 +43,8 @@ Taps (`feature_info()` lists them with channels and ratios): "conv1_1", "conv1_2
 "b{x}u{y}c2" (after their ReLU), "b{x}u{y}c3" (after its BN, before the residual add, as
 DeepLab's end point block{x}/unit_{y}/bottleneck_v1/conv3) and "b{x}u{y}" (the unit's output).
 
-Constructors: resnet50(), resnet101(), and tiny_resnet() for tests: ResNet(units=(2, 1, 1, 1),
+Constructors: resnet50(), resnet101(), small_resnet() for the experiments on real photos
+(experiments/), and tiny_resnet() for tests: ResNet(units=(2, 1, 1, 1),
 widths=(8, 16, 32, 64), stem_channels=(8, 8, 16)), out_channels 256, with taps "conv1_3" (ratio
 2), "b1u1c3" (4) and "b3u1c3" (16 at output stride 16) standing in for the paper's choices.
 """
@@ -202,6 +203,14 @@ def resnet101(output_stride=16, stem="deep", multi_grid=None, layout="deeplab"):
     """ResNet-101: units (3, 4, 23, 3), 2048 output channels (42.5M parameters, standard stem)."""
     return ResNet((3, 4, 23, 3), stem=stem, output_stride=output_stride, multi_grid=multi_grid,
                   layout=layout)
+
+
+def small_resnet(output_stride=16, stem="deep", multi_grid=None, layout="deeplab"):
+    """A ResNet that trains from scratch in minutes on a CPU (the real-photo experiments):
+    units (2, 2, 2, 2), widths (16, 32, 64, 128), 512 output channels."""
+    stem_channels = (16, 16, 32) if stem == "deep" else (16,)
+    return ResNet((2, 2, 2, 2), (16, 32, 64, 128), stem=stem, stem_channels=stem_channels,
+                  output_stride=output_stride, multi_grid=multi_grid, layout=layout)
 
 
 def tiny_resnet(output_stride=16, stem="deep", multi_grid=None, layout="deeplab"):

@@ -1,0 +1,56 @@
+"""The report's figures, drawn from the result JSONs (matplotlib, the `plots` extra)."""
+import os
+
+import numpy as np
+
+
+def smooth(values, window):
+    """Moving average over `window` points (shorter at the start), to read a noisy loss."""
+    values = np.asarray(values, np.float64)
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    starts = np.maximum(np.arange(len(values)) + 1 - window, 0)
+    return (cumulative[1:] - cumulative[starts]) / (np.arange(len(values)) + 1 - starts)
+
+
+def curve_iters(record):
+    """The iteration of every logged loss (photo runs log every few iterations)."""
+    return record.get("log_iters") or list(range(1, len(record["loss"]) + 1))
+
+
+def draw_all(results, fig_dir):
+    """[(title, path)] of the figures drawn (none without matplotlib or without results)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no figures: matplotlib is not installed (pip install -e '.[plots]')")
+        return []
+    drawn = []
+    panels = [("photos", "real photos, OS 16", 5), ("labels", "label-only network, OS 16", 50)]
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    for column, (kind, title, window) in enumerate(panels):
+        for suffix, colour, label in (("", "tab:blue", "T learned"), ("-fixedT", "tab:orange", "T fixed at 1")):
+            prefix = f"{kind}-dupsampling-os16{suffix}-seed"
+            for k, name in enumerate(sorted(n for n in results if n.startswith(prefix))):
+                record = results[name]
+                iters = curve_iters(record)
+                axes[0, column].plot(iters, smooth(record["loss"], window), color=colour, lw=1,
+                                     label=label if k == 0 else None)
+                if record.get("T"):
+                    axes[1, column].plot(iters, record["T"], color=colour, lw=1,
+                                         label=label if k == 0 else None)
+        axes[0, column].set_title(f"training loss (moving average), {title}")
+        axes[1, column].set_title(f"temperature T, {title}")
+        axes[1, column].set_yscale("log")
+        for ax in axes[:, column]:
+            ax.set_xlabel("iteration")
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
+    figure.tight_layout()
+    path = os.path.join(fig_dir, "temperature.png")
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    drawn.append(("training loss and T, learned vs fixed temperature (one line per seed)", path))
+    return drawn
