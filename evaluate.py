@@ -27,6 +27,9 @@ def parse_args(argv=None):
     p.add_argument("--split", default="val")
     p.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     p.add_argument("--flip", action="store_true", help="also average over left-right flips")
+    p.add_argument("--long-side", type=int, default=None,
+                   help="resize each image so that its longer side has this many pixels before "
+                        "the scales (e.g. 513 for TensorFlow DeepLab models); scored at full size")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--save-dir", default=None, help="write prediction PNGs and image|truth|prediction panels")
     p.add_argument("--json", default=None, help="write the summary as JSON")
@@ -48,6 +51,8 @@ def main(argv=None):
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
         if not scales or min(scales) <= 0:
             raise ValueError(f"--scales must be positive numbers, got {args.scales!r}")
+        if args.long_side is not None and args.long_side < 1:
+            raise ValueError(f"--long-side must be a positive number of pixels, got {args.long_side}")
         xp = get_backend(args.backend)
         if args.backend == "numpy":
             keep_freed_memory()  # steps reuse freed memory instead of faulting in new pages
@@ -69,7 +74,8 @@ def main(argv=None):
 
         confusion = evaluate(model, dataset, xp, scales=scales, flip=args.flip,
                              max_images=args.max_images, progress=Progress("evaluating"),
-                             on_prediction=save_pictures if args.save_dir else None)
+                             on_prediction=save_pictures if args.save_dir else None,
+                             long_side=args.long_side)
     except KeyboardInterrupt:
         return 130
     except (BackendError, DataError, StateDictError, OSError, ValueError) as error:
@@ -82,7 +88,7 @@ def main(argv=None):
                        per_class_iou={n: (None if v != v else float(v)) for n, v in zip(dataset.class_names, ious)},
                        num_images=len(dataset) if args.max_images is None else min(args.max_images, len(dataset)), checkpoint=args.checkpoint,
                        dataset=name, data_root=root, split=args.split, scales=scales,
-                       flip=args.flip, iteration=meta.get("iteration"))
+                       flip=args.flip, long_side=args.long_side, iteration=meta.get("iteration"))
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
     return 0

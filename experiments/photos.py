@@ -28,7 +28,7 @@ from tinyseg.training import load_checkpoint, read_log, train
 # the budget of one run (the paper: 30k iterations at batch 48, 512 crops, from ImageNet weights)
 SETTINGS = dict(backend="numpy", dataset="voc_aug", data_root=VOC_ANIMALS, split="train_aug",
                 val_split="val", model="small_resnet", fuse=[], dim=64, loss="cross_entropy",
-                pretrained=None, iters=1500, batch_size=8, lr=0.02, momentum=0.9,
+                pretrained=None, iters=1000, batch_size=8, lr=0.02, momentum=0.9,
                 weight_decay=1e-4, crop=160, scale_range=[0.5, 2.0], workers=1, stop_at=None,
                 log_every=10, val_every=0, val_images=None, ckpt_every=100, ae_iters=2000)
 QUICK = dict(SETTINGS, dataset="synthetic", split="train", model="tiny_resnet", iters=4, batch_size=2, crop=64,

@@ -58,10 +58,12 @@ def predict(model, image, scales=(1.0,), flip=False):
 
 
 def evaluate(model, dataset, xp, scales=(1.0,), flip=False, max_images=None, progress=None,
-             on_prediction=None):
+             on_prediction=None, long_side=None):
     """Score `model` on `dataset` image by image at the original resolution.
 
-    Returns a ConfusionMatrix. `progress(done, total)` is called after each image;
+    long_side: first resize each image so that its longer side has this many pixels (the
+    scales then multiply that), as TensorFlow DeepLab's models are run at 513; the prediction
+    is still scored at the original resolution. Returns a ConfusionMatrix. `progress(done, total)` is called after each image;
     `on_prediction(index, image_uint8, mask, prediction)` lets the caller save pictures.
     """
     transform = EvalTransform()
@@ -74,7 +76,8 @@ def evaluate(model, dataset, xp, scales=(1.0,), flip=False, max_images=None, pro
             for i in range(total):
                 image, mask = dataset[i]                                 # (H, W, 3) uint8, (H, W)
                 normalised, _ = transform(image, mask)                   # (3, H, W) float32
-                probs = predict(model, xp.asarray(normalised), scales, flip)
+                base = 1.0 if long_side is None else long_side / max(mask.shape)
+                probs = predict(model, xp.asarray(normalised), [base * s for s in scales], flip)
                 prediction = to_numpy(probs.argmax(axis=0)).astype(np.uint8)   # (H, W)
                 confusion.update(prediction, mask)
                 if on_prediction is not None:

@@ -34,6 +34,8 @@ Which checkpoints fit which backbone:
   sepconv{k} and shortcut.conv / shortcut.bn become shortcut_conv / shortcut_bn.
 * a file saved from a tinyseg backbone (`tinyseg.nn.save(model.state_dict(), path)`) loads
   as it is.
+* a TensorFlow Lite MobileNetV2 (.tflite, e.g. Google's quantised ImageNet classifier) ->
+  mobilenet_v2: read, dequantised and named by tinyseg.tflite (batch norm folded: see there).
 """
 import json
 import os
@@ -203,6 +205,10 @@ def load_pretrained(backbone, path):
     Raises StateDictError naming every missing, unexpected and mis-shaped key (in tinyseg's
     names) when the file does not fit the backbone.
     """
+    if os.fspath(path).lower().endswith(".tflite"):  # a graph, not a state dict: tinyseg.tflite
+        from .tflite import load_tflite
+        load_tflite(backbone, os.fspath(path))
+        return []
     state = read_state_dict(path)
     skipped = [k for k in state if k.startswith(CLASSIFIER_PREFIXES) or k.endswith("num_batches_tracked")]
     state = OrderedDict((k, v) for k, v in state.items() if k not in skipped)

@@ -30,6 +30,26 @@ def test_relu_values_and_gradient(xp, rng):
     gradcheck(F.relu, [xp.asarray(x)])
 
 
+def test_relu6_values_and_gradient(xp, rng):
+    x = rng.standard_normal(SHAPE) * 5
+    x[np.abs(x) < 0.1] += 0.3       # away from the kinks at 0 and 6
+    x[np.abs(x - 6) < 0.1] += 0.3
+    np.testing.assert_array_equal(to_numpy(F.relu6(xp.asarray(x)).data), np.clip(x, 0, 6))
+    assert (x > 6).any() and (x < 0).any()  # both clips are exercised
+    gradcheck(F.relu6, [xp.asarray(x)])
+
+
+def test_relu6_matches_torch(xp, rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal(SHAPE).astype(np.float32) * 5
+    g = rng.standard_normal(SHAPE).astype(np.float32)
+    t = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.relu6(t).backward(torch.tensor(g))
+    tensor = Tensor(xp.asarray(x), requires_grad=True)
+    F.relu6(tensor).backward(xp.asarray(g))
+    assert_close(tensor.grad, t.grad.numpy(), tol=0)
+
+
 # ---------------------------------------------------------------- gradients (float64)
 @pytest.mark.parametrize("op", [F.softmax, F.log_softmax], ids=["softmax", "log_softmax"])
 @pytest.mark.parametrize("dim", [1, -1])

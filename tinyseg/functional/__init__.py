@@ -8,6 +8,6 @@ from .norm import batch_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .conv import col2im, conv2d, conv_output_size, im2col
 from .resize import interpolate
-from .activation import log_softmax, log_softmax_with_temperature, relu, softmax, softmax_with_temperature
+from .activation import log_softmax, log_softmax_with_temperature, relu, relu6, softmax, softmax_with_temperature
 from .loss import cross_entropy, mse_loss, nll_loss
 from .dupsample import depth_to_space, dupsample, dupsample_cross_entropy, space_to_depth

@@ -96,6 +96,18 @@ class ReLU(Function):
         return gx
 
 
+class ReLU6(Function):
+    """y = min(max(x, 0), 6) (MobileNetV2);  dL/dx = dL/dy where 0 < x < 6, else 0."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.inside = (x > 0) & (x < 6)
+        return xp.clip(x, 0, 6)
+
+    def backward(self, gy):
+        return gy * self.inside
+
+
 class Softmax(Function):
     """s = softmax(z) along `dim`; backward: dL/dz = s * (g - sum(g * s))."""
 
@@ -179,6 +191,10 @@ def _temperature_tensor(T, input):
 
 def relu(input):
     return ReLU()(input)
+
+
+def relu6(input):
+    return ReLU6()(input)
 
 
 def softmax(input, dim):

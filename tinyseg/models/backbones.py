@@ -14,8 +14,8 @@ points: "b1u2c3" is ResNet's block1/unit_2/conv3, "mfb1u16c3" Xception's
 middle_flow/block1/unit_16/separable_conv3.
 
 `build_backbone(name, output_stride)` picks one by name: "resnet50", "resnet101",
-"xception65", "small_resnet" for the experiments on real photos, and the small "tiny_resnet"
-and "tiny_xception" for tests and quick CPU runs.
+"xception65", "mobilenet_v2" (mobilenet.py), "small_resnet" for the experiments on real
+photos, and the small "tiny_resnet" and "tiny_xception" for tests and quick CPU runs.
 """
 from collections import OrderedDict
 
@@ -104,12 +104,13 @@ def atrous_schedule(strides, input_stride, output_stride):
 
 def build_backbone(name, output_stride=16, **kwargs):
     """A backbone by name; kwargs go to its constructor (e.g. stem="standard", multi_grid=(1, 2, 4))."""
-    from . import resnet, xception  # imported here because both modules import Backbone from this file
+    from . import mobilenet, resnet, xception  # imported here: they import Backbone from this file
 
     constructors = {
         "resnet50": resnet.resnet50,
         "resnet101": resnet.resnet101,
         "xception65": xception.xception65,
+        "mobilenet_v2": mobilenet.mobilenet_v2,
         "small_resnet": resnet.small_resnet,
         "tiny_resnet": resnet.tiny_resnet,
         "tiny_xception": xception.tiny_xception,

@@ -45,6 +45,7 @@ LOSSES = ("cross_entropy", "regression")
 # the low-level feature fused by default: the paper's b1u2c3 (ResNet) and efb2u1c2 (Xception),
 # and their stand-ins at ratio 4 in the tiny backbones
 DEFAULT_FUSE = {"resnet50": ("b1u2c3",), "resnet101": ("b1u2c3",), "xception65": ("efb2u1c2",),
+                "mobilenet_v2": ("expanded_conv_2/depthwise",),
                 "small_resnet": ("b1u2c3",), "tiny_resnet": ("b1u1c3",), "tiny_xception": ("efb2u1c2",)}
 
 # head widths: (ASPP and decoder convs, low-level projection); the tiny backbones get tiny heads
@@ -52,11 +53,13 @@ HEAD_WIDTHS = {"small_resnet": (64, 16), "tiny_resnet": (32, 8), "tiny_xception"
 DEFAULT_HEAD_WIDTHS = (256, 48)
 
 
-def _pad_bottom_right(x, multiple):
-    """(N, C, H, W) -> (N, C, H', W') with zeros below and to the right, H' and W' multiples."""
+def _pad_bottom_right(x, multiple, plus_one=False):
+    """(N, C, H, W) -> (N, C, H', W') with zeros below and to the right, H' and W' multiples
+    of `multiple` (plus_one: of the form multiple * k + 1, TensorFlow DeepLab's sizes)."""
     n, c, h, w = x.shape
     xp = get_array_module(x.data)
-    pad_h, pad_w = -h % multiple, -w % multiple
+    extra = 1 if plus_one else 0
+    pad_h, pad_w = -(h - extra) % multiple, -(w - extra) % multiple
     if pad_h:
         x = F.cat([x, Tensor(xp.zeros((n, c, pad_h, w), x.dtype))], dim=2)
     if pad_w:
@@ -88,7 +91,8 @@ class SegmentationModel(nn.Module):
         images = as_tensor(images)
         if images.ndim != 4:
             raise ValueError(f"expected images of shape (N, 3, H, W), got {images.shape}")
-        padded = _pad_bottom_right(images, self.output_stride)
+        plus_one = self.config.get("align_corners", False)
+        padded = _pad_bottom_right(images, self.output_stride, plus_one)
         last, features = self.backbone(padded, taps=self.decoder.taps)
         return self.encoder(last), features, padded.shape[2:]
 
@@ -156,7 +160,8 @@ class SegmentationModel(nn.Module):
 def build_model(backbone="resnet50", decoder="dupsampling", num_classes=21, output_stride=16,
                 fuse=None, dim=64, projection=None, loss="cross_entropy", temperature="learned",
                 trainable_projection=False, head_channels=None, low_level_channels=None,
-                separable=False, aspp_rates=None, pretrained=None, **backbone_kwargs):
+                separable=False, aspp_rates=None, pretrained=None, align_corners=False,
+                **backbone_kwargs):
     """A SegmentationModel by name.
 
     backbone:           "resnet50", "resnet101", "xception65", "tiny_resnet", "tiny_xception".
@@ -176,7 +181,12 @@ def build_model(backbone="resnet50", decoder="dupsampling", num_classes=21, outp
     aspp_rates:         ASPP's three atrous rates; None: (6, 12, 18) scaled to the output stride.
                         Small images (tests, quick runs) want small rates: a rate beyond the
                         feature map only adds padding.
-    pretrained:         a file of backbone weights (.npz, .pth, .safetensors: tinyseg.weights), or None.
+    pretrained:         a file of backbone weights (.npz, .pth, .safetensors: tinyseg.weights;
+                        .tflite: tinyseg.tflite), or None.
+    align_corners:      TensorFlow DeepLab's geometry (bilinear decoder only): images padded to
+                        r k + 1 pixels and upsampled with align_corners=True, as its weights
+                        were trained (tinyseg.tflite imports such a model). Default: PyTorch's,
+                        padding to r k and align_corners=False.
     backbone_kwargs:    passed to the backbone's constructor (e.g. stem="standard").
     """
     if decoder not in DECODERS:
@@ -198,6 +208,8 @@ def build_model(backbone="resnet50", decoder="dupsampling", num_classes=21, outp
         raise ValueError(f"cannot fuse {unknown}: {backbone} has the features " + ", ".join(info))
     if decoder == "bilinear" and fuse:
         raise ValueError(f"the bilinear decoder fuses no features, got fuse={fuse}; pass fuse=()")
+    if align_corners and decoder != "bilinear":
+        raise ValueError(f"align_corners=True is for the bilinear decoder, not {decoder!r}")
     default_head, default_low = HEAD_WIDTHS.get(backbone, DEFAULT_HEAD_WIDTHS)
     head_channels = head_channels or default_head
     low_level_channels = low_level_channels or default_low
@@ -205,7 +217,7 @@ def build_model(backbone="resnet50", decoder="dupsampling", num_classes=21, outp
     encoder = ASPP(net.out_channels, output_stride, head_channels, aspp_rates, separable)
     low_level = {name: info[name][0] for name in fuse}
     if decoder == "bilinear":
-        head = BilinearHead(head_channels, num_classes)
+        head = BilinearHead(head_channels, num_classes, align_corners)
     elif decoder == "deeplabv3plus":
         head = DeepLabV3PlusDecoder(head_channels, low_level, num_classes, head_channels,
                                     low_level_channels, separable)
@@ -218,6 +230,8 @@ def build_model(backbone="resnet50", decoder="dupsampling", num_classes=21, outp
                   temperature=temperature, trainable_projection=trainable_projection,
                   head_channels=head_channels, low_level_channels=low_level_channels,
                   separable=separable, aspp_rates=list(encoder.rates))
+    if align_corners:  # only when set, so that configs of PyTorch-geometry models stay as they were
+        config["align_corners"] = True
     config.update({k: list(v) if isinstance(v, tuple) else v for k, v in backbone_kwargs.items()})
     model = SegmentationModel(net, encoder, head, num_classes, loss, config)
     if projection is not None:

@@ -50,11 +50,11 @@ def linear_head(in_channels, out_channels):
     return conv
 
 
-def _resize(x, size):
+def _resize(x, size, align_corners=False):
     """Bilinear resize to `size` (H, W); the tensor itself when it already has that size."""
     if tuple(x.shape[2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def _check_inputs(decoder, last, features):
@@ -101,16 +101,20 @@ class LowLevelFusion(nn.Module):
 
 
 class BilinearHead(nn.Module):
-    """Eq. (1): (N, in_channels, h, w) -> 1x1 classifier -> bilinear x r -> (N, C, H, W)."""
+    """Eq. (1): (N, in_channels, h, w) -> 1x1 classifier -> bilinear x r -> (N, C, H, W).
 
-    def __init__(self, in_channels, num_classes):
+    align_corners=True: TensorFlow DeepLab's upsampling (its images are r k + 1 pixels, the
+    corners of the coarse and fine grids coincide), for weights trained that way."""
+
+    def __init__(self, in_channels, num_classes, align_corners=False):
         super().__init__()
         self.in_channels, self.num_classes, self.taps = in_channels, num_classes, ()
+        self.align_corners = align_corners
         self.classifier = linear_head(in_channels, num_classes)
 
     def forward(self, last, features, size):
         _check_inputs(self, last, features)
-        return _resize(self.classifier(last), size)
+        return _resize(self.classifier(last), size, self.align_corners)
 
 
 class DeepLabV3PlusDecoder(nn.Module):
