@@ -52,7 +52,9 @@ def build_parser():
     p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "regression"])
     p.add_argument("--temperature", default="learned", choices=["learned", "fixed"])
     p.add_argument("--projection", default=None, help="W/mean .npz from tinyseg.pca (default: fit and cache in --out)")
-    p.add_argument("--pretrained", default=None, help="ImageNet backbone weights: .pth, .safetensors or .npz (torchvision ResNet / timm xception65 names)")
+    p.add_argument("--pretrained", default=None,
+                   help="ImageNet backbone weights: .pth, .safetensors or .npz (torchvision ResNet / timm "
+                        "xception65 names), or .tflite (MobileNetV2, --model mobilenet_v2)")
     p.add_argument("--iters", type=int, default=2500)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.02, help="the paper: 0.007 from ImageNet weights")

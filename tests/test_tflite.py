@@ -66,6 +66,16 @@ def test_pad_same_is_tensorflows(size, stride, kernel, dilation, expected):
     assert (padded.shape[0] - span) // stride + 1 == -(-size // stride)  # TF: ceil(n / s)
 
 
+def test_flops_of_the_imagenet_classifier_are_the_papers():
+    """MobileNetV2 (Sandler et al., Table 3): 300M multiply-adds, 3.4M parameters at 224 x 224."""
+    from tinyseg import flops
+
+    model = MobileNetV2Classifier()
+    macs = sum(record.macs for record in flops.count(model, (224, 224)))
+    assert abs(macs / 300e6 - 1) < 0.01, macs
+    assert abs(model.num_parameters() / 3.5e6 - 1) < 0.02, model.num_parameters()
+
+
 def test_dequantize_per_tensor_and_per_channel():
     q = np.array([[0, 128, 255], [10, 20, 30]], np.uint8)
     np.testing.assert_allclose(dequantize(q, [0.5], [128], 0), (q.astype(float) - 128) * 0.5)
@@ -175,3 +185,26 @@ def test_convert_command_names_a_missing_file(tmp_path):
                               "--out", str(tmp_path / "x.npz")], capture_output=True, text=True, cwd=REPO)
     assert process.returncode == 2
     assert "none.tflite" in process.stderr and "Traceback" not in process.stderr
+
+
+@needs_files
+def test_train_py_fine_tunes_from_the_tflite_classifier(tmp_path):
+    """--pretrained FILE.tflite: the backbone is imported and its batch norm calibrated on batch 0."""
+    pytest.importorskip("tflite")
+    out = tmp_path / "run"
+    process = subprocess.run(
+        [sys.executable, "train.py", "--model", "mobilenet_v2", "--decoder", "bilinear",
+         "--fuse", "", "--pretrained", CLASSIFIER, "--output-stride", "16", "--data-root",
+         str(tmp_path / "synthetic"), "--iters", "2", "--batch-size", "2", "--crop", "64",
+         "--val-every", "0", "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert process.returncode == 0, process.stdout[-1500:] + process.stderr[-1500:]
+    from tinyseg.training import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(str(out / "last.npz"))
+    imported = load_tflite(build_backbone("mobilenet_v2"), CLASSIFIER)
+    stem = model.backbone.conv.conv.weight.data
+    # two SGD steps moved the weights only a little away from the file's
+    assert np.abs(stem - imported.conv.conv.weight.data).max() < 0.05 * np.abs(stem).max()
+    # calibrated: gamma = sqrt(var + eps) of batch 0's statistics, not the identity's 1 (two
+    # SGD steps could not move it that far)
+    assert np.abs(model.backbone.expanded_conv_5.project.bn.weight.data - 1).mean() > 0.2

@@ -181,7 +181,7 @@ def main(argv=None):
         prog="python -m tinyseg.flops",
         description="Multiply-adds and parameters of a segmentation network, per module group.")
     parser.add_argument("--model", default="resnet50", help="backbone: resnet50, resnet101, "
-                        "xception65, tiny_resnet, tiny_xception")
+                        "xception65, mobilenet_v2, small_resnet, tiny_resnet, tiny_xception")
     parser.add_argument("--decoder", default="dupsampling",
                         choices=("dupsampling", "deeplabv3plus", "bilinear"))
     parser.add_argument("--output-stride", type=int, default=16, choices=(8, 16, 32))

@@ -148,6 +148,12 @@ def train(settings, xp, customize=None):
     loader = DataLoader(dataset, settings["batch_size"], shuffle=True, seed=settings["seed"],
                         transform=TrainTransform(settings["crop"], settings["scale_range"]),
                         num_workers=settings["workers"], drop_last=True)
+    if start == 0 and str(settings.get("pretrained") or "").lower().endswith(".tflite"):
+        # batch norm was folded into the file's convs: re-express it with the statistics of
+        # batch 0, so that training mode starts from the pretrained function (tinyseg.tflite)
+        from .tflite import calibrate_batch_norm
+        images, _ = loader.load_batch(0)
+        calibrate_batch_norm(model.backbone, xp.asarray(images))
     log = JsonLog(os.path.join(out, "log.jsonl"))
     iteration = start
     loss_value = float("nan")
