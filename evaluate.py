@@ -70,7 +70,8 @@ def main(argv=None):
                              f"{name} has {dataset.num_classes}")
         model.to("cuda" if xp.__name__ == "cupy" else "cpu")
         def save_pictures(i, image, mask, prediction):
-            save_prediction(args.save_dir, dataset.ids[i], image, mask, prediction, dataset.palette)
+            save_prediction(args.save_dir, dataset.ids[i], image, mask, prediction, dataset.palette,
+                            dataset.class_names)
 
         confusion = evaluate(model, dataset, xp, scales=scales, flip=args.flip,
                              max_images=args.max_images, progress=Progress("evaluating"),

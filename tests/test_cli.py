@@ -136,7 +136,8 @@ def test_evaluate_prints_miou_and_writes_json_and_pictures(trained_run, tmp_path
         with Image.open(tmp_path / "pictures" / name) as picture:
             picture.verify()
     with Image.open(tmp_path / "pictures" / "val_00000_panel.png") as panel:
-        assert panel.size == (3 * 64, 48)
+        legend_rows, rest = divmod(panel.size[1] - 48 - 4, 14)  # the legend strip below the panels
+        assert panel.size[0] == 3 * 64 and legend_rows >= 1 and rest == 0
     with Image.open(tmp_path / "pictures" / "val_00000.png") as prediction:
         assert prediction.mode == "P" and prediction.size == (64, 48)
 

@@ -11,7 +11,7 @@ import os
 import time
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from . import functional as F
 from .autograd import Tensor, no_grad
@@ -97,9 +97,36 @@ def colorize(mask, palette):
     return picture
 
 
-def save_prediction(save_dir, name, image, mask, prediction, palette):
+def legend(picture, labels, class_names, palette, row_height=14):
+    """`picture` (PIL) with a strip below it: a colour swatch and the name of every class that
+    occurs in `labels` (any number of label maps), in class order; void (255) is left out."""
+    present = sorted(set(np.unique(np.concatenate([np.ravel(l) for l in labels]))) - {255})
+    items = [(int(c), class_names[c] if c < len(class_names) else f"class {c}") for c in present]
+    draw_width = picture.width
+    rows, x = [[]], 0
+    for c, name in items:
+        width = 14 + 6 * len(name) + 10  # swatch, text (the default font is ~6 px a letter), gap
+        if rows[-1] and x + width > draw_width:
+            rows.append([])
+            x = 0
+        rows[-1].append((x, c, name))
+        x += width
+    sheet = Image.new("RGB", (picture.width, picture.height + row_height * len(rows) + 4), "white")
+    sheet.paste(picture.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(sheet)
+    for r, row in enumerate(rows):
+        top = picture.height + 2 + r * row_height
+        for x, c, name in row:
+            draw.rectangle([x + 2, top + 2, x + 11, top + 11], fill=tuple(int(v) for v in palette[c]),
+                           outline="black")
+            draw.text((x + 14, top + 1), name, fill="black")
+    return sheet
+
+
+def save_prediction(save_dir, name, image, mask, prediction, palette, class_names=None):
     """Write NAME.png (the prediction as a palette PNG, loadable as labels) and
-    NAME_panel.png (image | ground truth | prediction, side by side)."""
+    NAME_panel.png (image | ground truth | prediction, side by side, with a legend of the
+    classes in the truth and the prediction when class_names are given)."""
     os.makedirs(save_dir, exist_ok=True)
     colorize(prediction, palette).save(os.path.join(save_dir, f"{name}.png"))
     height, width = mask.shape
@@ -107,6 +134,8 @@ def save_prediction(save_dir, name, image, mask, prediction, palette):
     panel.paste(Image.fromarray(image), (0, 0))
     panel.paste(colorize(mask, palette).convert("RGB"), (width, 0))
     panel.paste(colorize(prediction, palette).convert("RGB"), (2 * width, 0))
+    if class_names is not None:
+        panel = legend(panel, [mask, prediction], class_names, palette)
     panel.save(os.path.join(save_dir, f"{name}_panel.png"))
 
 

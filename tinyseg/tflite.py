@@ -25,7 +25,6 @@ on images like the calibration batch training mode now computes the same functio
 fine-tuning starts from the pretrained network and adapts its BN statistics from there.
 """
 import argparse
-import json
 import re
 import sys
 
@@ -257,16 +256,9 @@ def deeplab_from_tflite(path):
     return load_tflite(model, path)
 
 
-def save_model(model, path):
-    """A checkpoint of `model` (iteration 0, no optimizer state) that evaluate.py reads."""
-    from . import nn
-
-    state = {f"model.{k}": to_numpy(v) for k, v in model.state_dict().items()}
-    state["meta"] = np.array(json.dumps(dict(iteration=0, config=model.config)))
-    nn.save(state, path)
-
-
 def main(argv=None):
+    from .training import save_weights
+
     parser = argparse.ArgumentParser(
         description="Convert a DeepLabv3-MobileNetV2 .tflite file into a tinyseg checkpoint "
                     "(then: python evaluate.py --checkpoint OUT --dataset voc --data-root ...)")
@@ -275,7 +267,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         model = deeplab_from_tflite(args.tflite)
-        save_model(model, args.out)
+        save_weights(model, args.out)
     except (TFLiteError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

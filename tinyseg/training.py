@@ -25,6 +25,7 @@ import numpy as np
 
 from . import nn
 from .autograd import Tensor
+from .backend import to_numpy
 from .data import DataLoader, TrainTransform, build_dataset
 from .evaluation import Progress, evaluate, format_seconds
 from .models import build_model
@@ -43,6 +44,14 @@ def save_checkpoint(path, model, optimizer, iteration, extra=None):
     state.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
     meta = dict(iteration=iteration, config=model.config, **(extra or {}))
     state["meta"] = np.array(json.dumps(meta))
+    nn.save(state, path)
+
+
+def save_weights(model, path):
+    """A checkpoint of `model` alone (iteration 0, no optimizer state), which evaluate.py and
+    predict.py read like train.py's (e.g. an imported model: python -m tinyseg.tflite)."""
+    state = {f"model.{k}": to_numpy(v) for k, v in model.state_dict().items()}
+    state["meta"] = np.array(json.dumps(dict(iteration=0, config=model.config)))
     nn.save(state, path)
 
 
