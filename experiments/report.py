@@ -30,8 +30,35 @@ def load_results(folders):
     results = {}
     for path in sorted(glob.glob(os.path.join(folders.results, "*.json"))):
         record = read_json(path)
-        results[record["name"]] = record
+        if "name" in record and "kind" in record:  # a run (tflite-conformance.json is not)
+            results[record["name"]] = record
     return results
+
+
+def conformance_section(folders):
+    """tinyseg running Google's TFLite files against LiteRT (experiments/tflite_conformance.py)."""
+    path = os.path.join(folders.results, "tflite-conformance.json")
+    if not os.path.exists(path):
+        return ["Not measured yet: run `python experiments/tflite_conformance.py`."]
+    r = read_json(path)
+    c, d = r["classifier"], r["deeplab"]
+    lines = [f"On the {r['images']} `val` photos of voc-animals-half:", "",
+             "| | LiteRT (int8) | tinyseg (float32, dequantised weights) |", "| --- | --- | --- |",
+             f"| DeepLabv3-MobileNetV2, mIoU over the 7 common classes (%) | "
+             f"{100 * d['litert']['miou_common']:.2f} | {100 * d['tinyseg']['miou_common']:.2f} |",
+             f"| DeepLabv3-MobileNetV2, mIoU over all present classes (%) | "
+             f"{100 * d['litert']['miou']:.2f} | {100 * d['tinyseg']['miou']:.2f} |"]
+    if "pixel_agreement_mean" in d["litert"]:
+        lines.append(f"| same class on the same 513 x 513 input, share of pixels (%) | "
+                     f"{100 * d['litert']['pixel_agreement_mean']:.2f} (lowest "
+                     f"{100 * d['litert']['pixel_agreement_min']:.2f}) | |")
+    lines += [f"| MobileNetV2 ImageNet classifier, same top-1 class (%) | "
+              f"{100 * c['top1_agreement']:.1f} | |",
+              f"| MobileNetV2 ImageNet classifier, top-5 classes shared | {c['top5_overlap']:.2f} of 5 | |", "",
+              "LiteRT: the data README's protocol (long side 513, zero-padded, nearest back); tinyseg: "
+              "`python -m tinyseg.tflite` then `evaluate.py --long-side 513`. The all-classes figure "
+              "moves with rare classes seen in one or two photos (per-class IoUs in the JSON)."]
+    return lines
 
 
 def group(results, prefix):
@@ -210,6 +237,8 @@ def write_report(folders, out_dir=None):
                 "", "## 5. Gallery", ""]
     sections.append(f"![gallery](figures/experiments/{os.path.basename(gallery_path)})" if gallery_path
                     else "Not drawn yet: the OS 32 and OS 16 photo runs of seed 0 are not all finished.")
+    sections += ["", "## A real trained network through tinyseg (for part 2)", ""]
+    sections += conformance_section(folders)
     sections += ["", "## Where and how long", "", machine_line(results)]
     path = os.path.join(doc_dir, "experiments.md")
     with open(path, "w") as f:

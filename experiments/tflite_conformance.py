@@ -72,9 +72,13 @@ def classifier_agreement(dataset, count):
 
 
 def litert_deeplab(dataset, count):
-    """Scores of the DeepLab file run by LiteRT with the data README's protocol."""
+    """Scores of the DeepLab file run by LiteRT with the data README's protocol, and the share
+    of pixels where tinyseg's converted model, fed the same 513 x 513 input, gives the same class."""
+    from tinyseg.tflite import deeplab_from_tflite
+
+    model = deeplab_from_tflite(DEEPLAB).eval()
     runtime, inp, out = interpreter(DEEPLAB)
-    confusion = ConfusionMatrix(dataset.num_classes)
+    confusion, agreement = ConfusionMatrix(dataset.num_classes), []
     for i in range(count):
         image, mask = dataset[i]
         h, w = mask.shape
@@ -86,7 +90,11 @@ def litert_deeplab(dataset, count):
         runtime.invoke()
         labels = runtime.get_tensor(out)[0][:size[1], :size[0]].astype(np.uint8)
         confusion.update(np.asarray(Image.fromarray(labels).resize((w, h), Image.NEAREST)), mask)
-    return scores(confusion, dataset.class_names)
+        with no_grad():
+            ours = model(Tensor(normalise(padded))).data[0].argmax(axis=0)[:size[1], :size[0]]
+        agreement.append(float((ours == labels).mean()))
+    return dict(scores(confusion, dataset.class_names), pixel_agreement_mean=float(np.mean(agreement)),
+                pixel_agreement_min=float(np.min(agreement)))
 
 
 def tinyseg_deeplab(count):
@@ -121,6 +129,8 @@ def main(argv=None):
     c, d = result["classifier"], result["deeplab"]
     print(f"classifier: top-1 agreement {100 * c['top1_agreement']:.1f}% on {count} photos, "
           f"top-5 overlap {c['top5_overlap']:.2f} of 5")
+    print(f"DeepLabv3 pixels with the same class (same 513 x 513 input): "
+          f"{100 * d['litert']['pixel_agreement_mean']:.2f}% (lowest {100 * d['litert']['pixel_agreement_min']:.2f}%)")
     for name in ("litert", "tinyseg"):
         print(f"DeepLabv3 {name}: mIoU {100 * d[name]['miou']:.2f}% (7 common classes "
               f"{100 * d[name]['miou_common']:.2f}%)")
