@@ -16,7 +16,8 @@ import os
 
 import numpy as np
 
-from common import (VOC_ANIMALS, machine, projection_file, quick_data, scores, write_json)
+from common import (SHARED_DATA, VOC_ANIMALS, machine, projection_file, quick_data, scores,
+                    write_json)
 from tinyseg import flops
 from tinyseg.data import build_dataset
 from tinyseg.evaluation import evaluate
@@ -34,14 +35,22 @@ SETTINGS = dict(backend="numpy", dataset="voc_aug", data_root=VOC_ANIMALS, split
 QUICK = dict(SETTINGS, dataset="synthetic", split="train", model="tiny_resnet", iters=4, batch_size=2, crop=64,
              log_every=2, ckpt_every=2, val_images=3, ae_iters=3)
 W_SOURCES = ("pca", "learned", "autoencoder")
+# the ImageNet start of part 2: Google's quantised MobileNetV2 classifier (tinyseg.tflite)
+IMAGENET_MOBILENET = os.path.join(SHARED_DATA, "imagenet-mobilenet", "mobilenet_v2_1.0_224_quant.tflite")
+PRETRAINED = dict(model="mobilenet_v2", pretrained=IMAGENET_MOBILENET, lr=0.007)
 
 
 def photo_run(decoder, output_stride, seed, temperature="learned", w_source="pca", quick=False,
-              root=None):
-    """A run spec; its name holds every setting that differs between the experiments' rows."""
+              root=None, pretrained=False):
+    """A run spec; its name holds every setting that differs between the experiments' rows.
+
+    pretrained: MobileNetV2 fine-tuned from the ImageNet TFLite file (PRETRAINED) instead of
+    small_resnet from scratch; the names start with "mnv2-"."""
     settings = dict(QUICK if quick else SETTINGS, decoder=decoder, output_stride=output_stride,
                     temperature=temperature, seed=seed, w_source=w_source,
                     trainable_projection=w_source == "learned")
+    if pretrained:
+        settings.update(PRETRAINED)
     if w_source not in W_SOURCES:
         raise ValueError(f"w_source must be one of {W_SOURCES}, got {w_source!r}")
     if root is not None:
@@ -49,7 +58,8 @@ def photo_run(decoder, output_stride, seed, temperature="learned", w_source="pca
     name = f"photos-{decoder}-os{output_stride}"
     if decoder == "dupsampling":
         name += ("-fixedT" if temperature == "fixed" else "") + ("" if w_source == "pca" else f"-W{w_source}")
-    return dict(name=f"{name}-seed{seed}", kind="photos", settings=settings)
+    prefix = "mnv2-" if pretrained else ""
+    return dict(name=f"{prefix}{name}-seed{seed}", kind="photos", settings=settings)
 
 
 def random_projection_file(path, num_classes, ratio, dim, seed):

@@ -127,14 +127,14 @@ def macs_text(rows):
             f"{macs['val_size']['total'] / 1e9:.2f}")
 
 
-def table1_photos(results):
+def table1_photos(results, prefix=""):
     lines = ["| output stride | decoder | mIoU, 7 common classes (%) | mIoU, all present (%) | "
              "GMACs at 512² (decoder) / at 250×188 | paper mIoU (%) |",
              "| --- | --- | --- | --- | --- | --- |"]
     s = {}
     for r in (32, 16):
         for decoder in ("bilinear", "dupsampling"):
-            rows = group(results, f"photos-{decoder}-os{r}")
+            rows = group(results, f"{prefix}photos-{decoder}-os{r}")
             s[decoder, r] = stats(rows, "miou_common")
             lines.append(f"| {r} | {decoder} | {cell(s[decoder, r])} | {cell(stats(rows))} | "
                          f"{macs_text(rows)} | {PAPER[('photos', decoder, r)]:.2f} |")
@@ -143,6 +143,18 @@ def table1_photos(results):
               "- OS 16, DUpsampling vs bilinear: " + verdict(s["dupsampling", 16], s["bilinear", 16], "DUpsampling", "bilinear"),
               "- DUpsampling OS 32 vs bilinear OS 16 (paper: 72.09 vs 72.15, about equal): "
               + verdict(s["dupsampling", 32], s["bilinear", 16], "DUpsampling OS 32", "bilinear OS 16")]
+    return lines
+
+
+def pretrained_section(results):
+    """Part 2's rows (issue 16): the photo comparisons fine-tuned from ImageNet MobileNetV2."""
+    if not any(name.startswith("mnv2-") for name in results):
+        return ["Not run yet: `python experiments/pretrained.py` (MobileNetV2 fine-tuned from the "
+                "ImageNet TFLite classifier; about 10-15 minutes a run here)."]
+    lines = table1_photos(results, "mnv2-") + ["", "| DUpsampling, OS 16 | mIoU, 7 common classes (%) |",
+                                                "| --- | --- |"]
+    for label, suffix in (("T learned, W by PCA", ""), ("T fixed at 1", "-fixedT"), ("W learned by SGD", "-Wlearned")):
+        lines.append(f"| {label} | {cell(stats(group(results, f'mnv2-photos-dupsampling-os16{suffix}'), 'miou_common'))} |")
     return lines
 
 
@@ -237,6 +249,8 @@ def write_report(folders, out_dir=None):
                 "", "## 5. Gallery", ""]
     sections.append(f"![gallery](figures/experiments/{os.path.basename(gallery_path)})" if gallery_path
                     else "Not drawn yet: the OS 32 and OS 16 photo runs of seed 0 are not all finished.")
+    sections += ["", "## Part 2: the photo rows from an ImageNet start (MobileNetV2)", ""]
+    sections += pretrained_section(results)
     sections += ["", "## A real trained network through tinyseg (for part 2)", ""]
     sections += conformance_section(folders)
     sections += ["", "## Where and how long", "", machine_line(results)]

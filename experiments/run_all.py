@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+import pretrained
 import projection
 import table1_labels
 import table1_photos
@@ -24,7 +25,8 @@ def all_runs(seeds, quick=False, root=None):
     return dedupe(table1_labels.table1_runs(seeds, quick, root)
                   + table1_photos.table1_runs(seeds, quick, root)
                   + temperature.temperature_runs(seeds, quick, root)
-                  + projection.projection_runs(seeds, quick, root))
+                  + projection.projection_runs(seeds, quick, root)
+                  + pretrained.pretrained_runs(seeds, quick, root))
 
 
 def main(argv=None):

@@ -42,10 +42,12 @@ def results(scratch):
     ("table1_photos.py", "photos-", 12),
     ("temperature.py", "-fixedT-", 6),
     ("projection.py", "oracle-", 6),
+    ("pretrained.py", "mnv2-", 18),
 ])
 def test_each_experiment_runs_end_to_end_and_writes_one_json_per_run(scratch, script, prefix, count):
     run(script, scratch)
-    found = {name: r for name, r in results(scratch).items() if prefix in name}
+    found = {name: r for name, r in results(scratch).items()
+             if prefix in name and name.startswith("mnv2-") == (prefix == "mnv2-")}
     assert len(found) == count, sorted(found)
     for name, record in found.items():
         assert record["name"] == name
