@@ -26,7 +26,9 @@ from tinyseg.training import TrainingError, plot_curves, train
 
 DEFAULT_SYNTHETIC_ROOT = os.path.join("data-cache", "synthetic")
 # what --resume may change; every other setting comes from the run's config.json
-RESUMABLE = {"resume", "backend", "workers", "stop_at", "log_every", "val_every", "ckpt_every", "val_images"}
+RESUMABLE = {"resume", "backend", "workers", "stop_at", "log_every", "val_every", "ckpt_every", "val_images",
+             "iters"}
+RUN_FILES = ("config.json", "last.npz", "best.npz", "log.jsonl", "curves.png", "projection.npz")
 
 
 def build_parser():
@@ -66,7 +68,10 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="background threads loading batches")
     p.add_argument("--out", default=None, help="run folder (default runs/<date-time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.npz")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from last.npz (with --iters: extend it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that already holds one, replacing its files")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a checkpoint) at this iteration, to continue later with --resume")
     p.add_argument("--log-every", type=int, default=25)
@@ -105,9 +110,27 @@ def settings_from(args):
             raise TrainingError(f"cannot resume: {config_path} not found (is --out the run folder?)")
         with open(config_path) as f:
             saved = json.load(f)
+        ignored = sorted(given - RESUMABLE - {"out", "overwrite"})
+        if ignored:
+            print("--resume continues the run with its own settings (config.json); ignored: "
+                  + ", ".join("--" + k.replace("_", "-") for k in ignored), flush=True)
+        if "iters" in given and args.iters != saved["iters"]:
+            print(f"--iters {args.iters}: the run goes on to iteration {args.iters} (was "
+                  f"{saved['iters']}); the poly learning rate is recomputed over the new total, "
+                  f"lr(k) = lr (1 - k / {args.iters})^0.9, so it steps up where the run resumes",
+                  flush=True)
         saved.update({k: v for k, v in settings.items() if k in RESUMABLE and k in given})
         saved["resume"], saved["stop_at"] = True, settings["stop_at"]  # this invocation's only
+        saved["out"] = settings["out"]  # the folder named now: a run folder may have been moved
+        with open(config_path, "w") as f:
+            json.dump(dict(saved, resume=False, stop_at=None), f, indent=1)
         return saved
+    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(settings["out"], name))]
+    if existing and not args.overwrite:
+        raise TrainingError(f"{settings['out']} already holds a run ({', '.join(existing)}): "
+                            "continue it with --resume, or start over with --overwrite")
+    for name in existing:  # --overwrite: nothing of the old run may mix with the new one
+        os.remove(os.path.join(settings["out"], name))
     if args.dataset == "synthetic" and args.data_root is None:
         settings["data_root"] = DEFAULT_SYNTHETIC_ROOT
     if settings["data_root"] is None:
@@ -151,6 +174,10 @@ def main(argv=None):
     except RuntimeError as error:
         print(f"no curves: {error}")
     best = f", best val mIoU {100 * result['best_miou']:.2f}%" if result["best_miou"] >= 0 else ""
+    if result["trained"] == 0:
+        print(f"nothing to train: the run is already at iteration {result['iteration']} of "
+              f"{settings['iters']} (a larger --iters with --resume extends it){best}")
+        return 0
     print(f"done: {result['iteration']} iterations, final loss {result['loss']:.4f}{best}; "
           f"checkpoints in {settings['out']}")
     return 0

@@ -233,9 +233,51 @@ def test_diverging_loss_stops_with_a_clear_message(tiny_data, projection, tmp_pa
     result = run("train.py", "--data-root", tiny_data, "--projection", projection,
                  "--out", tmp_path / "r", "--iters", 50,
                  "--lr", "1e12", "--val-every", 0, "--ckpt-every", 1, *TINY)
-    one_line_error(result, "loss became", "last good checkpoint")
+    one_line_error(result, "loss became", f"the last checkpoint is {tmp_path / 'r' / 'last.npz'}")
     _, _, meta = load_checkpoint(str(tmp_path / "r" / "last.npz"))
     assert meta["iteration"] >= 1
+
+
+def test_diverging_before_any_checkpoint_says_nothing_was_kept(tiny_data, projection, tmp_path):
+    result = run("train.py", "--data-root", tiny_data, "--projection", projection,
+                 "--out", tmp_path / "r", "--iters", 50,
+                 "--lr", "1e12", "--val-every", 0, "--ckpt-every", 100, *TINY)
+    one_line_error(result, "loss became", "no checkpoint was written yet", "--lr 1e+11")
+    assert not (tmp_path / "r" / "last.npz").exists()
+
+
+def test_an_existing_run_is_not_overwritten_without_overwrite(trained_run, tiny_data, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained_run[0], out)
+    before = {name: (out / name).read_bytes() for name in ("last.npz", "log.jsonl", "config.json")}
+    again = run("train.py", "--data-root", tiny_data, "--out", out, "--iters", 4, *TINY)
+    one_line_error(again, "already holds a run", "--resume", "--overwrite")
+    assert {name: (out / name).read_bytes() for name in before} == before  # nothing touched
+    fresh = run("train.py", "--data-root", tiny_data, "--out", out, "--iters", 2, "--overwrite",
+                "--val-every", 0, *TINY)
+    assert fresh.returncode == 0, fresh.stderr
+    iterations = [json.loads(line)["iter"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert iterations == [1, 2]  # the old run's log is gone, not appended to
+    assert not (out / "best.npz").exists()
+
+
+def test_resume_of_a_finished_run_and_extending_it(trained_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained_run[0], out)
+    finished = run("train.py", "--out", out, "--resume", "--lr", "0.5")
+    assert finished.returncode == 0, finished.stderr
+    assert "nothing to train" in finished.stdout and "nan" not in finished.stdout
+    assert "ignored: --lr" in finished.stdout
+    extended = run("train.py", "--out", out, "--resume", "--iters", 6)
+    assert extended.returncode == 0, extended.stderr
+    assert "--iters 6" in extended.stdout and "poly" in extended.stdout
+    _, _, meta = load_checkpoint(str(out / "last.npz"))
+    assert meta["iteration"] == 6
+    assert json.loads((out / "config.json").read_text())["iters"] == 6  # the next --resume knows
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])

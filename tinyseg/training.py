@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+from collections import deque
 
 import numpy as np
 
@@ -104,6 +105,25 @@ def prepare_projection(model, dataset, ratio, dim, path, void="nearest"):
 
 
 # ---------------------------------------------------------------- the loop
+RATE_WINDOW = 10  # images/s and the ETA are measured over this many log intervals, not since start
+
+
+def diverged_message(loss, iteration, last_path, settings):
+    """Why a run stopped on a non-finite loss, what was kept, and what to try."""
+    if os.path.exists(last_path):
+        kept = f"the last checkpoint is {last_path} (continue from it with --resume and a lower --lr)"
+    else:
+        kept = (f"no checkpoint was written yet (the first comes at iteration "
+                f"{settings['ckpt_every']})")
+    if iteration < 20:
+        advice = (f"so early, the learning rate is the usual cause: try --lr "
+                  f"{settings['lr'] / 10:g} (now {settings['lr']:g})")
+    else:
+        advice = (f"after {iteration} good iterations: try a lower --lr (now {settings['lr']:g}), "
+                  "and check the data (a mask with unexpected values, an empty crop)")
+    return f"loss became {loss} at iteration {iteration}; stopped: {kept}; {advice}"
+
+
 class JsonLog:
     """Append-only JSON-lines log (one object per line), flushed at every write."""
 
@@ -170,7 +190,8 @@ def train(settings, xp, customize=None):
     def checkpoint(path, **extra):
         save_checkpoint(path, model, optimizer, iteration, dict(best_miou=best_miou, **extra))
 
-    tic, images_seen = time.time(), 0
+    recent = deque([(time.time(), 0)], maxlen=RATE_WINDOW + 1)  # (time, images) at the last logs
+    images_seen = 0
     model.train()
     try:
         stop = min(settings["iters"], settings.get("stop_at") or settings["iters"])
@@ -179,9 +200,7 @@ def train(settings, xp, customize=None):
             loss = model.loss(Tensor(xp.asarray(images)), xp.asarray(masks))
             loss_value = float(loss.data)
             if not math.isfinite(loss_value):
-                raise TrainingError(
-                    f"loss became {loss_value} at iteration {iteration}; stopped. The last good "
-                    f"checkpoint is {last_path} (try a lower --lr)")
+                raise TrainingError(diverged_message(loss_value, iteration, last_path, settings))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -189,8 +208,9 @@ def train(settings, xp, customize=None):
             images_seen += len(images)
 
             if iteration % settings["log_every"] == 0 or iteration == settings["iters"]:
-                elapsed = time.time() - tic
-                rate = images_seen / max(elapsed, 1e-9)
+                recent.append((time.time(), images_seen))
+                (t0, n0), (t1, n1) = recent[0], recent[-1]
+                rate = (n1 - n0) / max(t1 - t0, 1e-9)  # over the last RATE_WINDOW logs only
                 eta = (settings["iters"] - iteration) * settings["batch_size"] / max(rate, 1e-9)
                 temperature = model.temperature
                 t_text = f" T {temperature:.3f}" if temperature is not None else ""
@@ -221,7 +241,7 @@ def train(settings, xp, customize=None):
         raise
     checkpoint(last_path)
     log.close()
-    return dict(iteration=iteration, loss=loss_value, best_miou=best_miou,
+    return dict(iteration=iteration, trained=iteration - start, loss=loss_value, best_miou=best_miou,
                 temperature=model.temperature, last=last_path,
                 best=best_path if os.path.exists(best_path) else None)
 
