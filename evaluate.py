@@ -13,7 +13,7 @@ import sys
 from tinyseg import cudnn
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory
 from tinyseg.data import DATASET_NAMES, DataError, build_dataset
-from tinyseg.evaluation import Progress, evaluate, format_report, save_prediction
+from tinyseg.evaluation import Progress, evaluate, format_report, parse_scales, save_prediction
 from tinyseg.nn import StateDictError
 from tinyseg.training import model_from_checkpoint
 
@@ -36,6 +36,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def check_writable(path):
+    """An OSError naming `path` unless a file can be written there (tried, then removed)."""
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as error:
+        raise OSError(f"--json {path}: cannot write there ({error.strerror})") from None
+    if not existed:
+        os.remove(path)
+
+
 def run_settings(checkpoint):
     """The training settings saved beside the checkpoint (config.json), or {}."""
     path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.json")
@@ -48,9 +60,11 @@ def run_settings(checkpoint):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        scales = [float(s) for s in args.scales.split(",") if s.strip()]
-        if not scales or min(scales) <= 0:
-            raise ValueError(f"--scales must be positive numbers, got {args.scales!r}")
+        scales = parse_scales(args.scales)
+        if args.max_images is not None and args.max_images < 1:
+            raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
+        if args.json:  # found out now, not after the whole evaluation
+            check_writable(args.json)
         if args.long_side is not None and args.long_side < 1:
             raise ValueError(f"--long-side must be a positive number of pixels, got {args.long_side}")
         xp = get_backend(args.backend)

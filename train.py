@@ -9,6 +9,7 @@ once to ./data-cache/synthetic and read back through the VOC loader. See tinyseg
 """
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -91,9 +92,24 @@ def parse_args(argv=None):
     args.given = set(vars(explicit.parse_args(argv)))
     if args.resume and not args.out:
         p.error("--resume needs --out RUN_DIR (the run to continue)")
-    for name in ("iters", "batch_size", "log_every", "ckpt_every"):
+    for name in ("iters", "batch_size", "log_every", "ckpt_every", "crop", "dim"):
         if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        p.error(f"--lr must be a positive number, got {args.lr}")
+    if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
+        p.error(f"--momentum must be in [0, 1), got {args.momentum}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        p.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if not (0 < args.scale_min <= args.scale_max and math.isfinite(args.scale_max)):
+        p.error(f"--scale-min and --scale-max must satisfy 0 < min <= max, got "
+                f"{args.scale_min} and {args.scale_max}")
+    if args.projection is not None and not os.path.isfile(args.projection):
+        p.error(f"--projection {args.projection}: no such file (leave it out to fit W by PCA "
+                "into the run folder)")
+    if not args.resume and args.crop < args.output_stride:
+        print(f"warning: --crop {args.crop} is smaller than the output stride {args.output_stride}: "
+              "the network sees a single feature per crop", file=sys.stderr)
     return args
 
 

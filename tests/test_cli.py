@@ -202,6 +202,60 @@ def test_image_mask_size_mismatch_names_both_files(tiny_data, projection, tmp_pa
     one_line_error(result, "train_00002.jpg", "train_00002.png")
 
 
+def test_a_photo_turned_by_exif_against_its_mask_says_so(tiny_data, projection, tmp_path):
+    voc = copy_dataset(tiny_data, tmp_path / "data")
+    image_path = voc / "JPEGImages" / "train_00002.jpg"
+    with Image.open(image_path) as image:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # stored 48x64, shown 64x48: a mask drawn on the shown photo
+        image.transpose(Image.Transpose.ROTATE_90).save(image_path, exif=exif)
+    result = run("train.py", "--data-root", tmp_path / "data", "--projection", projection,
+                 "--out", tmp_path / "r", "--iters", 20, "--val-every", 0, *TINY)
+    one_line_error(result, "train_00002.jpg", "EXIF orientation")
+
+
+def test_a_byte_order_mark_in_a_split_file_is_ignored(tiny_data, projection, tmp_path):
+    voc = copy_dataset(tiny_data, tmp_path / "data")
+    split = voc / "ImageSets" / "Segmentation" / "train.txt"
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())
+    result = run("train.py", "--data-root", tmp_path / "data", "--projection", projection,
+                 "--out", tmp_path / "r", "--iters", 1, "--val-every", 0, *TINY)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--crop", "0"], "--crop must be >= 1"),
+    (["--dim", "-3"], "--dim must be >= 1"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--lr", "inf"], "--lr must be a positive number"),
+    (["--momentum", "nan"], "--momentum must be in [0, 1)"),
+    (["--scale-min", "2", "--scale-max", "1"], "--scale-min and --scale-max"),
+    (["--projection", "missing.npz"], "--projection missing.npz: no such file"),
+])
+def test_bad_options_stop_before_any_work(tiny_data, tmp_path, args, message):
+    result = run("train.py", "--data-root", tiny_data, "--out", tmp_path / "r", *TINY, *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_data_root_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    result = run("train.py", "--dataset", "voc", "--data-root", tmp_path / "data.zip",
+                 "--out", tmp_path / "r")
+    one_line_error(result, "data.zip is a file, not a folder")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-images", "0"], "--max-images must be >= 1"),
+    (["--scales", "abc"], "--scales must be comma-separated positive numbers"),
+    (["--json", "/proc/summary.json"], "--json /proc/summary.json: cannot write there"),
+])
+def test_evaluate_bad_options_are_one_line_before_any_work(trained_run, args, message):
+    out, _ = trained_run
+    result = run("evaluate.py", "--checkpoint", out / "last.npz", *args)
+    one_line_error(result, message)
+
+
 def test_empty_split_is_one_clear_line(tiny_data, tmp_path):
     voc = copy_dataset(tiny_data, tmp_path / "data")
     (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("")
@@ -315,7 +369,7 @@ def test_pretrained_backbone_weights_are_loaded(tiny_data, projection, tmp_path)
     nn.save(backbone.state_dict(), weights)
     out = tmp_path / "pretrained"
     result = run("train.py", "--data-root", tiny_data, "--out", out, "--projection", projection,
-                 "--pretrained", weights, "--iters", 1, "--val-every", 0, "--lr", 0, *TINY)
+                 "--pretrained", weights, "--iters", 1, "--val-every", 0, "--lr", 1e-30, *TINY)
     assert result.returncode == 0, result.stderr
     state, _, _ = load_checkpoint(str(out / "last.npz"))
     np.testing.assert_array_equal(state["backbone.conv1_1.weight"], backbone.conv1_1.weight.data)

@@ -74,7 +74,7 @@ def test_a_bad_image_is_skipped_named_and_the_exit_code_says_so(tmp_path, checkp
 
 @pytest.mark.parametrize("args, message", [
     (["missing_folder"], "missing_folder: no such file or folder"),
-    (["--scales", "0", "PHOTO"], "--scales must be positive"),
+    (["--scales", "0", "PHOTO"], "--scales must be comma-separated positive numbers"),
     (["--long-side", "-5", "PHOTO"], "--long-side must be a positive"),
     (["--classes", "cityscapes", "PHOTO"], "cityscapes has 19 classes, the model predicts 21"),
 ])

@@ -337,3 +337,35 @@ def test_safetensors_dtypes(tmp_path):
     np.testing.assert_array_equal(state["i64"], arrays["i64"])
     assert state["scalar"].shape == () and state["scalar"] == 7.0
     assert list(state) == ["bf16", "f16", "i64", "scalar"]
+
+
+def _safetensors(path, header, data=b"\0" * 16):
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+@pytest.mark.parametrize("header, message", [
+    ([1, 2], "not an object"),
+    ({"w": {"dtype": "F32", "shape": [2]}}, "lacks dtype, shape or data_offsets"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}}, "invalid shape"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, "invalid shape"),
+    ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, "invalid shape"),
+    ({"w": "F32"}, "lacks dtype"),
+])
+def test_malformed_safetensors_headers_are_refused(tmp_path, header, message):
+    path = _safetensors(tmp_path / "w.safetensors", header)
+    with pytest.raises(ValueError, match=message):
+        read_safetensors(path)
+
+
+def test_a_truncated_or_foreign_pth_is_one_line_naming_the_file(tmp_path):
+    torch.save({"w": torch.zeros(100)}, tmp_path / "whole.pth")
+    blob = (tmp_path / "whole.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(blob[:len(blob) // 2])
+    with pytest.raises(ValueError, match=r"cut\.pth: not a readable PyTorch state dict") as error:
+        read_state_dict(tmp_path / "cut.pth")
+    assert "weights_only=False" not in str(error.value) and "\n" not in str(error.value)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    with pytest.raises(ValueError, match=r"tensor\.pth: holds a Tensor, not a state dict"):
+        read_state_dict(tmp_path / "tensor.pth")

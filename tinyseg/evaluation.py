@@ -20,6 +20,18 @@ from .data import EvalTransform
 from .metrics import ConfusionMatrix
 
 
+def parse_scales(text):
+    """'0.75,1.0' -> [0.75, 1.0] (the --scales option); a ValueError naming it for anything else."""
+    try:
+        scales = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        scales = []
+    if not scales or not all(0 < s < float("inf") for s in scales):
+        raise ValueError(f"--scales must be comma-separated positive numbers, e.g. 0.75,1.0,1.25; "
+                         f"got {text!r}")
+    return scales
+
+
 def class_probabilities(model, images):
     """images (N, 3, H, W) array -> class probabilities (N, C, H, W) array, on the same backend.
 

@@ -23,7 +23,7 @@ from .data.cityscapes import CITYSCAPES_CLASSES, cityscapes_palette
 from .data.context import CONTEXT_CLASSES
 from .data.transforms import EvalTransform
 from .data.voc import VOC_CLASSES, voc_palette
-from .evaluation import Progress, colorize, legend, predict
+from .evaluation import Progress, colorize, legend, parse_scales, predict
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CLASS_SETS = {"voc": (VOC_CLASSES, voc_palette), "context": (CONTEXT_CLASSES, voc_palette),
@@ -96,9 +96,7 @@ def main(argv=None):
     parser.add_argument("--save-scores", action="store_true", help="also write NAME_scores.npy")
     args = parser.parse_args(argv)
     try:
-        scales = [float(s) for s in args.scales.split(",") if s.strip()]
-        if not scales or min(scales) <= 0:
-            raise ValueError(f"--scales must be positive numbers, got {args.scales!r}")
+        scales = parse_scales(args.scales)
         if args.long_side is not None and args.long_side < 1:
             raise ValueError(f"--long-side must be a positive number of pixels, got {args.long_side}")
         images = find_images(args.images)

@@ -77,16 +77,27 @@ def read_safetensors(path):
         header = json.loads(blob[8:8 + header_size])
     except ValueError as error:
         raise ValueError(f"{path}: not a .safetensors file (bad JSON header: {error})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a .safetensors file (its header is a JSON "
+                         f"{type(header).__name__}, not an object)")
     data_start = 8 + header_size
     state = OrderedDict()
     for name, info in header.items():
         if name == "__metadata__":
             continue
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+            raise ValueError(f"{path}: tensor {name!r} lacks dtype, shape or data_offsets in the header")
         if info["dtype"] not in SAFETENSORS_DTYPES:
             raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
         dtype = np.dtype(SAFETENSORS_DTYPES[info["dtype"]])
         shape = tuple(info["shape"])
-        begin, end = info["data_offsets"]
+        offsets = info["data_offsets"]
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(v, int) and v >= 0 for v in offsets) or offsets[0] > offsets[1]
+                or not all(isinstance(v, int) and v >= 0 for v in shape)):
+            raise ValueError(f"{path}: tensor {name} has invalid shape {info['shape']} or "
+                             f"data_offsets {offsets} (expected [begin, end], 0 <= begin <= end)")
+        begin, end = offsets
         count = int(np.prod(shape, dtype=np.int64))
         if end - begin != count * dtype.itemsize or data_start + end > len(blob):
             raise ValueError(f"{path}: tensor {name} of shape {shape} and dtype {info['dtype']} "
@@ -108,7 +119,14 @@ def read_torch(path):
             f"is installed, convert it once to .npz: python -c \"import torch, numpy; s = torch.load("
             f"'{path}', map_location='cpu'); numpy.savez('weights.npz', **{{k: v.float().numpy() "
             f"if v.is_floating_point() else v.numpy() for k, v in s.items()}})\"") from None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds; its advice (weights_only=False) is unsafe
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a readable PyTorch state dict ({first[:200]})") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: holds a {type(checkpoint).__name__}, not a state dict "
+                         "(a dict of name -> tensor)")
     for wrapper in ("state_dict", "model"):  # training scripts often nest the weights
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]

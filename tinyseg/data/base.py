@@ -24,6 +24,8 @@ class DataError(ValueError):
 
 def require_dir(path, layout):
     """Raise DataError unless `path` is a folder; `layout` says where it was expected."""
+    if os.path.isfile(path):
+        raise DataError(f"{path} is a file, not a folder (expected layout: {layout})")
     if not os.path.isdir(path):
         raise DataError(f"folder not found: {path} (expected layout: {layout})")
 
@@ -32,11 +34,20 @@ def read_split_file(path, layout):
     """The ids listed in a split file, one per line (blank lines skipped)."""
     if not os.path.isfile(path):
         raise DataError(f"split file not found: {path} (expected layout: {layout})")
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is dropped
         ids = [line.strip() for line in f if line.strip()]
     if not ids:
         raise DataError(f"split file {path} lists no ids (expected one image id per line)")
     return ids
+
+
+def exif_orientation(path):
+    """The EXIF orientation tag of an image file (1 = upright; 5-8 = turned by 90 degrees), or 1."""
+    try:
+        with Image.open(path) as im:
+            return int(im.getexif().get(0x0112, 1))
+    except (OSError, ValueError):
+        return 1
 
 
 def read_image_file(path):
@@ -154,8 +165,13 @@ class SegmentationDataset:
         image = read_image_file(path)
         mask_w, mask_h = image_size(self.mask_path(i))
         if image.shape[:2] != (mask_h, mask_w):
+            hint = ""
+            if exif_orientation(path) in (5, 6, 7, 8) and image.shape[:2] == (mask_w, mask_h):
+                hint = ("; the photo's EXIF orientation turns it by 90 degrees for viewers, and "
+                        "the mask was drawn on the turned photo: save the photo upright (e.g. "
+                        "PIL.ImageOps.exif_transpose) or the mask in the stored orientation")
             raise DataError(f"image {path} is {image.shape[1]}x{image.shape[0]} but its mask "
-                            f"{self.mask_path(i)} is {mask_w}x{mask_h} (width x height)")
+                            f"{self.mask_path(i)} is {mask_w}x{mask_h} (width x height){hint}")
         return image
 
     def __getitem__(self, i):

@@ -49,6 +49,8 @@ def find_devkit_folder(root, year, layout):
 
     A folder counts when it has ImageSets/; `layout` is the expected path, for the message.
     """
+    if os.path.isfile(root):
+        raise DataError(f"data root {root} is a file, not a folder (expected layout: {layout})")
     if not os.path.isdir(root):
         raise DataError(f"data root not found: {root} (expected layout: {layout})")
     for folder in (os.path.join(root, "VOCdevkit", f"VOC{year}"),
