@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 from tinyseg import cudnn
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory
 from tinyseg.data import DATASET_NAMES, DataError, build_dataset
@@ -32,6 +34,9 @@ def parse_args(argv=None):
                         "the scales (e.g. 513 for TensorFlow DeepLab models); scored at full size")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--save-dir", default=None, help="write prediction PNGs and image|truth|prediction panels")
+    p.add_argument("--classes", default=None,
+                   help="also report the mIoU over these classes only, comma-separated names "
+                        "(e.g. background,cat,cow,dog,horse,person,sheep)")
     p.add_argument("--json", default=None, help="write the summary as JSON")
     return p.parse_args(argv)
 
@@ -46,6 +51,18 @@ def check_writable(path):
         raise OSError(f"--json {path}: cannot write there ({error.strerror})") from None
     if not existed:
         os.remove(path)
+
+
+def class_subset(text, class_names):
+    """The indices of the comma-separated class names in `text` (None for no --classes)."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in class_names]
+    if unknown or not names:
+        raise ValueError(f"--classes: unknown class name(s) {unknown or [text]}; this dataset has "
+                         + ", ".join(class_names))
+    return [class_names.index(n) for n in names]
 
 
 def run_settings(checkpoint):
@@ -79,6 +96,7 @@ def main(argv=None):
         if name is None or root is None:
             raise DataError("no dataset known for this checkpoint: pass --dataset and --data-root")
         dataset = build_dataset(name, root, args.split)
+        subset = class_subset(args.classes, dataset.class_names)
         if dataset.num_classes != model.num_classes:
             raise ValueError(f"{args.checkpoint} predicts {model.num_classes} classes, "
                              f"{name} has {dataset.num_classes}")
@@ -97,13 +115,19 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_report(confusion, dataset.class_names))
+    subset_miou = None
+    if subset:
+        ious = confusion.per_class_iou()[subset]
+        subset_miou = float(np.nanmean(ious)) if not np.isnan(ious).all() else float("nan")
+        print(f"mIoU over {len(subset)} classes ({args.classes}): {100 * subset_miou:.2f}")
     if args.json:
         ious = confusion.per_class_iou()
         summary = dict(miou=confusion.miou(), pixel_acc=confusion.pixel_accuracy(),
                        per_class_iou={n: (None if v != v else float(v)) for n, v in zip(dataset.class_names, ious)},
                        num_images=len(dataset) if args.max_images is None else min(args.max_images, len(dataset)), checkpoint=args.checkpoint,
                        dataset=name, data_root=root, split=args.split, scales=scales,
-                       flip=args.flip, long_side=args.long_side, iteration=meta.get("iteration"))
+                       flip=args.flip, long_side=args.long_side, iteration=meta.get("iteration"),
+                       classes=args.classes, miou_classes=subset_miou)
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
     return 0

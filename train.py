@@ -23,7 +23,8 @@ from tinyseg.backend import BackendError, get_backend, keep_freed_memory
 from tinyseg.data import DATASET_NAMES, DataError, ensure_synthetic
 from tinyseg.data.synthetic import read_marker
 from tinyseg.nn import StateDictError
-from tinyseg.training import TrainingError, plot_curves, train
+from tinyseg.plot import plot_curves
+from tinyseg.training import TrainingError, train
 
 DEFAULT_SYNTHETIC_ROOT = os.path.join("data-cache", "synthetic")
 # what --resume may change; every other setting comes from the run's config.json

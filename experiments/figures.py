@@ -1,15 +1,7 @@
 """The report's figures, drawn from the result JSONs (matplotlib, the `plots` extra)."""
 import os
 
-import numpy as np
-
-
-def smooth(values, window):
-    """Moving average over `window` points (shorter at the start), to read a noisy loss."""
-    values = np.asarray(values, np.float64)
-    cumulative = np.cumsum(np.insert(values, 0, 0.0))
-    starts = np.maximum(np.arange(len(values)) + 1 - window, 0)
-    return (cumulative[1:] - cumulative[starts]) / (np.arange(len(values)) + 1 - starts)
+from tinyseg.plot import moving_average
 
 
 def curve_iters(record):
@@ -35,7 +27,7 @@ def draw_all(results, fig_dir):
             for k, name in enumerate(sorted(n for n in results if n.startswith(prefix))):
                 record = results[name]
                 iters = curve_iters(record)
-                axes[0, column].plot(iters, smooth(record["loss"], window), color=colour, lw=1,
+                axes[0, column].plot(iters, moving_average(record["loss"], window), color=colour, lw=1,
                                      label=label if k == 0 else None)
                 if record.get("T"):
                     axes[1, column].plot(iters, record["T"], color=colour, lw=1,

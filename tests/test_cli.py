@@ -62,9 +62,35 @@ def test_train_writes_the_run_folder(trained_run):
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if "loss" in r] == [1, 2, 3, 4]
     assert sum("val_miou" in r for r in records) == 2
+    per_class = [r["val_iou"] for r in records if "val_miou" in r][-1]
+    assert len(per_class) == 21 and "background" in per_class  # per-class IoU in the log
     _, _, meta = load_checkpoint(str(out / "last.npz"))
     assert meta["iteration"] == 4 and meta["config"]["backbone"] == "tiny_resnet"
     Image.open(out / "curves.png").verify()
+
+
+def test_plot_command_redraws_a_runs_curves(trained_run, tmp_path):
+    out, _ = trained_run
+    drawn = subprocess.run([sys.executable, "-m", "tinyseg.plot", str(out), "--out",
+                            str(tmp_path / "c.png")], capture_output=True, text=True, cwd=REPO)
+    assert drawn.returncode == 0, drawn.stderr
+    Image.open(tmp_path / "c.png").verify()
+    missing = subprocess.run([sys.executable, "-m", "tinyseg.plot", str(tmp_path / "nope")],
+                             capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode == 2 and "log.jsonl not found" in missing.stderr
+
+
+def test_evaluate_classes_scores_a_subset(trained_run, tmp_path):
+    out, _ = trained_run
+    result = run("evaluate.py", "--checkpoint", out / "last.npz", "--classes", "background,cat",
+                 "--json", tmp_path / "s.json")
+    assert result.returncode == 0, result.stderr
+    assert "mIoU over 2 classes (background,cat)" in result.stdout
+    summary = json.loads((tmp_path / "s.json").read_text())
+    ious = [summary["per_class_iou"][n] for n in ("background", "cat") if summary["per_class_iou"][n] is not None]
+    assert summary["miou_classes"] == pytest.approx(np.mean(ious))
+    bad = run("evaluate.py", "--checkpoint", out / "last.npz", "--classes", "kat")
+    one_line_error(bad, "--classes: unknown class name(s) ['kat']")
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_data, projection, tmp_path):
@@ -355,6 +381,7 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_resume_continues(tiny_data, pr
         process.kill()
     assert process.returncode == 130, output
     assert "saved" in output and "--resume" in output
+    Image.open(out / "curves.png").verify()  # redrawn on the interrupt
     _, _, meta = load_checkpoint(str(out / "last.npz"))  # no periodic checkpoint was due
     assert meta["iteration"] >= 2
     resumed = run("train.py", "--out", out, "--resume", "--stop-at", meta["iteration"] + 1)

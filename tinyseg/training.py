@@ -224,7 +224,10 @@ def train(settings, xp, customize=None):
                 miou = confusion.miou()
                 print(f"iter {iteration}: val mIoU {100 * miou:.2f}% pixel acc "
                       f"{100 * confusion.pixel_accuracy():.2f}%", flush=True)
-                log.write(iter=iteration, val_miou=miou, val_pixel_acc=confusion.pixel_accuracy())
+                log.write(iter=iteration, val_miou=miou, val_pixel_acc=confusion.pixel_accuracy(),
+                          val_iou={name: (None if iou != iou else float(iou)) for name, iou in
+                                   zip(val_dataset.class_names, confusion.per_class_iou())})
+                redraw_curves(out)
                 if miou > best_miou:
                     best_miou = miou
                     checkpoint(best_path, val_miou=miou)
@@ -233,6 +236,7 @@ def train(settings, xp, customize=None):
     except KeyboardInterrupt:
         checkpoint(last_path)
         log.close()
+        redraw_curves(out)
         print(f"interrupted at iteration {iteration}: saved {last_path}; continue with --resume",
               flush=True)
         raise
@@ -246,6 +250,16 @@ def train(settings, xp, customize=None):
                 best=best_path if os.path.exists(best_path) else None)
 
 
+def redraw_curves(out):
+    """Redraw out/curves.png from the log (at each validation, on Ctrl-C); quiet without matplotlib."""
+    from .plot import plot_curves
+
+    try:
+        plot_curves(os.path.join(out, "log.jsonl"), os.path.join(out, "curves.png"))
+    except RuntimeError:
+        pass
+
+
 def read_log(path):
     """The records of a log.jsonl file (a truncated last line, from a crash, is skipped)."""
     records = []
@@ -256,31 +270,3 @@ def read_log(path):
             except json.JSONDecodeError:
                 continue
     return records
-
-
-def plot_curves(log_path, png_path):
-    """Draw loss, validation mIoU and T over iterations from a log.jsonl into a PNG."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError("plotting needs matplotlib: pip install tinyseg[plots]") from None
-    records = read_log(log_path)
-    steps = [r for r in records if "loss" in r]
-    vals = [r for r in records if "val_miou" in r]
-    temps = [r for r in steps if r.get("T") is not None]
-    panels = [("training loss", steps, "loss"), ("validation mIoU", vals, "val_miou"),
-              ("temperature T", temps, "T")]
-    panels = [p for p in panels if p[1]]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
-    for ax, (title, rows, key) in zip(axes[0], panels):
-        ax.plot([r["iter"] for r in rows], [r[key] for r in rows], marker="." if len(rows) < 30 else None)
-        ax.set_title(title)
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(png_path, dpi=100)
-    plt.close(figure)
-    return png_path
-
