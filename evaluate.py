@@ -21,18 +21,21 @@ from tinyseg.training import model_from_checkpoint
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a .npz written by train.py")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    p.add_argument("--dataset", default=None, choices=DATASET_NAMES)
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--split", default="val")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="CPU or GPU arrays")
+    p.add_argument("--dataset", default=None, choices=DATASET_NAMES,
+                   help="default: the one the run was trained on (its config.json)")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding VOCdevkit/ etc.; default: the run's (its config.json)")
+    p.add_argument("--split", default="val", help="the split to score")
     p.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     p.add_argument("--flip", action="store_true", help="also average over left-right flips")
     p.add_argument("--long-side", type=int, default=None,
                    help="resize each image so that its longer side has this many pixels before "
                         "the scales (e.g. 513 for TensorFlow DeepLab models); scored at full size")
-    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-images", type=int, default=None, help="score the first N images only")
     p.add_argument("--save-dir", default=None, help="write prediction PNGs and image|truth|prediction panels")
     p.add_argument("--classes", default=None,
                    help="also report the mIoU over these classes only, comma-separated names "

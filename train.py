@@ -22,6 +22,7 @@ from tinyseg import cudnn
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory
 from tinyseg.data import DATASET_NAMES, DataError, ensure_synthetic
 from tinyseg.data.synthetic import read_marker
+from tinyseg.models import parse_fuse
 from tinyseg.nn import StateDictError
 from tinyseg.plot import plot_curves
 from tinyseg.training import TrainingError, train
@@ -33,41 +34,66 @@ RESUMABLE = {"resume", "backend", "workers", "stop_at", "log_every", "val_every"
 RUN_FILES = ("config.json", "last.npz", "best.npz", "log.jsonl", "curves.png", "projection.npz")
 
 
+# the paper's settings (Sec. 4), for one GPU: its batch of 48 (BN over 12) becomes 16
+PRESETS = {
+    "voc-resnet50": dict(dataset="voc_aug", model="resnet50", decoder="dupsampling",
+                         output_stride=16, fuse=["b1u2c3"], dim=64, iters=30000, batch_size=16,
+                         lr=0.007, momentum=0.9, weight_decay=1e-4, crop=512, scale_min=0.5,
+                         scale_max=2.0, val_every=2000),
+    "voc-xception65": dict(dataset="voc_aug", model="xception65", decoder="dupsampling",
+                           output_stride=16, fuse=["efb2u1c2"], dim=128, separable=True,
+                           iters=30000, batch_size=16, lr=0.007, momentum=0.9, weight_decay=4e-5,
+                           crop=512, scale_min=0.5, scale_max=2.0, val_every=2000),
+}
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    p.add_argument("--dataset", default="synthetic", choices=DATASET_NAMES)
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS) + ["list"],
+                   help="the paper's settings for a dataset and backbone, as defaults that the "
+                        "other options override; 'list' prints them")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="CPU or GPU arrays")
+    p.add_argument("--dataset", default="synthetic", choices=DATASET_NAMES, help="the dataset's layout")
     p.add_argument("--data-root", default=None,
                    help="folder holding VOCdevkit/ (or VOCdevkit/VOC2012 itself); synthetic: "
                         f"where to generate it (default {DEFAULT_SYNTHETIC_ROOT})")
-    p.add_argument("--split", default="train")
-    p.add_argument("--val-split", default="val")
+    p.add_argument("--split", default="train", help="the training split (train_aug for voc_aug's 10,582)")
+    p.add_argument("--val-split", default="val", help="the split validated on")
     p.add_argument("--model", default="tiny_resnet",
-                   help="resnet50, resnet101, xception65, small_resnet, tiny_resnet, tiny_xception")
-    p.add_argument("--decoder", default="dupsampling", choices=["dupsampling", "deeplabv3plus", "bilinear"])
+                   help="resnet50, resnet101, xception65, mobilenet_v2, small_resnet, tiny_resnet, "
+                        "tiny_xception")
+    p.add_argument("--decoder", default="dupsampling", choices=["dupsampling", "deeplabv3plus", "bilinear"],
+                   help="the paper's (Fig. 2), DeepLabv3+'s (Fig. 1), or 1x1 + bilinear (Table 1)")
     p.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32],
                    help="also DUpsampling's ratio r; the paper uses 16 or 32 on 512x512 crops, "
                         "the quick default 8 suits the 160x120 generated images")
-    p.add_argument("--fuse", default=None,
-                   help="comma-separated features to fuse, e.g. conv1_3,b3u6c3 ('' for none; "
-                        "default: b1u2c3 for ResNet, efb2u1c2 for Xception)")
+    p.add_argument("--fuse", nargs="*", default=None,
+                   help="features to fuse, separated by commas or spaces, e.g. conv1_3,b3u6c3 ('' or "
+                        "the bare flag: none; absent: b1u2c3 for ResNet, efb2u1c2 for Xception)")
+    p.add_argument("--separable", action="store_true",
+                   help="depthwise-separable 3x3 convs in ASPP and the decoder (DeepLabv3+, Xception)")
     p.add_argument("--dim", type=int, default=64, help="C~, channels DUpsampling decodes from")
-    p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "regression"])
-    p.add_argument("--temperature", default="learned", choices=["learned", "fixed"])
+    p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "regression"],
+                   help="cross-entropy on the decoded scores, or Eq. 4's regression of the codes")
+    p.add_argument("--temperature", default="learned", choices=["learned", "fixed"],
+                   help="the softmax temperature T of Eq. 6: learned from 1, or fixed at 1")
     p.add_argument("--projection", default=None, help="W/mean .npz from tinyseg.pca (default: fit and cache in --out)")
     p.add_argument("--pretrained", default=None,
                    help="ImageNet backbone weights: .pth, .safetensors or .npz (torchvision ResNet / timm "
                         "xception65 names), or .tflite (MobileNetV2, --model mobilenet_v2)")
-    p.add_argument("--iters", type=int, default=2500)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=0.02, help="the paper: 0.007 from ImageNet weights")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--crop", type=int, default=96)
-    p.add_argument("--scale-min", type=float, default=0.5)
-    p.add_argument("--scale-max", type=float, default=2.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iters", type=int, default=2500, help="SGD iterations (the paper: 30000)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per iteration (the paper: 48)")
+    p.add_argument("--lr", type=float, default=0.02, help="initial poly learning rate; the paper: "
+                   "0.007 from ImageNet weights")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 on weights (the paper: 1e-4 "
+                   "ResNet, 4e-5 Xception)")
+    p.add_argument("--crop", type=int, default=96, help="square training crop (the paper: 512; "
+                   "DeepLab's TensorFlow models use 513)")
+    p.add_argument("--scale-min", type=float, default=0.5, help="smallest random rescaling")
+    p.add_argument("--scale-max", type=float, default=2.0, help="largest random rescaling")
+    p.add_argument("--seed", type=int, default=0, help="weights, batch order and augmentation")
     p.add_argument("--workers", type=int, default=2, help="background threads loading batches")
     p.add_argument("--out", default=None, help="run folder (default runs/<date-time>)")
     p.add_argument("--resume", action="store_true",
@@ -76,16 +102,26 @@ def build_parser():
                    help="start a new run in an --out that already holds one, replacing its files")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a checkpoint) at this iteration, to continue later with --resume")
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--val-every", type=int, default=500, help="0: no validation")
+    p.add_argument("--log-every", type=int, default=25, help="iterations between log lines")
+    p.add_argument("--val-every", type=int, default=500, help="iterations between validations; 0: none")
     p.add_argument("--val-images", type=int, default=None, help="validate on the first N images only")
-    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--ckpt-every", type=int, default=250, help="iterations between checkpoints (last.npz)")
     return p
 
 
 def parse_args(argv=None):
     """The options, plus `args.given`: the names of those set on the command line."""
     p = build_parser()
+    preset = p.parse_known_args(argv)[0].preset
+    if preset == "list":
+        for name, values in PRESETS.items():
+            flags = [f"--{k.replace('_', '-')}" if v is True else
+                     f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
+                     for k, v in values.items()]
+            print(f"{name}: {' '.join(flags)}")
+        sys.exit(0)
+    if preset is not None:
+        p.set_defaults(**PRESETS[preset])
     args = p.parse_args(argv)
     explicit = build_parser()
     for action in explicit._actions:
@@ -117,7 +153,7 @@ def parse_args(argv=None):
 def settings_from(args):
     settings = dict(vars(args))
     given = settings.pop("given")
-    settings["fuse"] = None if args.fuse is None else [f for f in args.fuse.split(",") if f]
+    settings["fuse"] = parse_fuse(args.fuse)
     settings["scale_range"] = (settings.pop("scale_min"), settings.pop("scale_max"))
     if settings["out"] is None:
         settings["out"] = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))

@@ -410,3 +410,43 @@ def test_unwritable_run_folder_is_one_clear_line(tmp_path):
     blocker.write_text("not a folder")
     result = run("train.py", "--out", blocker / "run")
     one_line_error(result, "a_file")
+
+
+def test_presets_list_and_apply_as_overridable_defaults():
+    sys.path.insert(0, REPO)
+    import train
+
+    listed = run("train.py", "--preset", "list")
+    assert listed.returncode == 0 and "voc-resnet50:" in listed.stdout and "voc-xception65:" in listed.stdout
+    assert "--separable --iters" in listed.stdout  # flags print as they are typed
+    args = train.parse_args(["--preset", "voc-xception65", "--crop", "64", "--data-root", "x"])
+    assert (args.model, args.dim, args.separable, args.weight_decay) == ("xception65", 128, True, 4e-5)
+    assert args.crop == 64 and "crop" in args.given and "model" not in args.given
+
+
+def test_every_train_option_explains_itself_and_every_cli_shows_defaults():
+    sys.path.insert(0, REPO)
+    import train
+
+    for action in train.build_parser()._actions:
+        assert action.help, action.option_strings
+    for command in (["train.py"], ["evaluate.py"], ["predict.py"]):
+        shown = run(*command, "--help")
+        assert shown.returncode == 0 and "(default:" in shown.stdout, command
+    for module in ("tinyseg.pca", "tinyseg.flops"):
+        shown = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                               text=True, cwd=REPO)
+        assert shown.returncode == 0 and "(default:" in shown.stdout, module
+
+
+@pytest.mark.parametrize("fuse", [["conv1_3,b1u1c3"], ["conv1_3", "b1u1c3"]], ids=["commas", "spaces"])
+def test_fuse_takes_one_syntax_in_train_and_flops(tiny_data, projection, tmp_path, fuse):
+    from tinyseg.flops import main as flops_main
+
+    assert flops_main(["--model", "tiny_resnet", "--size", "64", "--fuse", *fuse]) == 0
+    out = tmp_path / "r"
+    result = run("train.py", "--data-root", tiny_data, "--projection", projection, "--out", out,
+                 "--iters", 1, "--val-every", 0, "--separable", *TINY, "--fuse", *fuse)
+    assert result.returncode == 0, result.stderr
+    _, _, meta = load_checkpoint(str(out / "last.npz"))
+    assert meta["config"]["fuse"] == ["conv1_3", "b1u1c3"] and meta["config"]["separable"] is True

@@ -175,18 +175,20 @@ def _size(text):
 
 
 def main(argv=None):
-    from .models import build_model
+    from .models import build_model, parse_fuse
 
     parser = argparse.ArgumentParser(
         prog="python -m tinyseg.flops",
-        description="Multiply-adds and parameters of a segmentation network, per module group.")
+        description="Multiply-adds and parameters of a segmentation network, per module group.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default="resnet50", help="backbone: resnet50, resnet101, "
                         "xception65, mobilenet_v2, small_resnet, tiny_resnet, tiny_xception")
     parser.add_argument("--decoder", default="dupsampling",
                         choices=("dupsampling", "deeplabv3plus", "bilinear"))
     parser.add_argument("--output-stride", type=int, default=16, choices=(8, 16, 32))
     parser.add_argument("--fuse", nargs="*", default=None,
-                        help="features to fuse, e.g. --fuse conv1_3 b3u6c3; --fuse alone: none")
+                        help="features to fuse, separated by commas or spaces, e.g. conv1_3,b3u6c3 "
+                             "('' or the bare flag: none; absent: the backbone's default)")
     parser.add_argument("--dim", type=int, default=64, help="C~ of DUpsampling")
     parser.add_argument("--num-classes", type=int, default=21)
     parser.add_argument("--size", type=_size, default=(512, 512), help="N or HxW (default 512)")
@@ -196,7 +198,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         model = build_model(args.model, args.decoder, num_classes=args.num_classes,
-                            output_stride=args.output_stride, fuse=args.fuse, dim=args.dim,
+                            output_stride=args.output_stride, fuse=parse_fuse(args.fuse), dim=args.dim,
                             separable=args.separable)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -409,13 +409,15 @@ def decompress(x, W, mean):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m tinyseg.pca",
-        description="Fit DUpsampling's W and mean by PCA of a dataset's training masks.")
+        description="Fit DUpsampling's W and mean by PCA of a dataset's training masks.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default="voc", help="voc, voc_aug, context, cityscapes, ...")
     parser.add_argument("--data-root", required=True, help="the folder that holds VOCdevkit/ etc.")
-    parser.add_argument("--split", default="train")
+    parser.add_argument("--split", default="train", help="the split whose masks W is fitted on")
     parser.add_argument("--ratio", type=int, default=16, help="upsampling ratio r (16 or 32)")
     parser.add_argument("--dim", type=int, default=64, help="number of components C~")
-    parser.add_argument("--void", choices=VOID_MODES, default="nearest")
+    parser.add_argument("--void", choices=VOID_MODES, default="nearest",
+                        help="how void (255) pixels are encoded (module docstring; docs/pca.md)")
     parser.add_argument("--solver", choices=SOLVERS, default="auto",
                         help="eigh: exact, all eigenpairs; subspace: the leading ones, faster; "
                              f"auto: eigh up to N = {EIGH_MAX_DIM}")

@@ -154,7 +154,8 @@ def train(settings, xp, customize=None):
                         num_classes=dataset.num_classes, output_stride=settings["output_stride"],
                         fuse=settings["fuse"], dim=settings["dim"], loss=settings["loss"],
                         temperature=settings["temperature"], pretrained=settings["pretrained"],
-                        trainable_projection=settings.get("trainable_projection", False))
+                        trainable_projection=settings.get("trainable_projection", False),
+                        separable=settings.get("separable", False))
     if customize is not None:
         customize(model)
     if model.needs_projection:

@@ -157,6 +157,17 @@ class SegmentationModel(nn.Module):
         return groups
 
 
+def parse_fuse(values):
+    """The --fuse option of train.py and tinyseg.flops, one syntax for both: names separated by
+    commas and/or spaces ("conv1_3,b3u6c3", "conv1_3 b3u6c3"); "" or the bare flag: none;
+    None (flag absent): the backbone's default (DEFAULT_FUSE)."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    return [name for value in values for name in value.split(",") if name.strip()]
+
+
 def build_model(backbone="resnet50", decoder="dupsampling", num_classes=21, output_stride=16,
                 fuse=None, dim=64, projection=None, loss="cross_entropy", temperature="learned",
                 trainable_projection=False, head_channels=None, low_level_channels=None,
