@@ -82,6 +82,12 @@ def build_parser():
     p.add_argument("--pretrained", default=None,
                    help="ImageNet backbone weights: .pth, .safetensors or .npz (torchvision ResNet / timm "
                         "xception65 names), or .tflite (MobileNetV2, --model mobilenet_v2)")
+    p.add_argument("--stem", default=None, choices=["deep", "standard"],
+                   help="ResNet stem: DeepLab's three 3x3 convs or torchvision's 7x7 (default: "
+                        "what --pretrained holds, else deep)")
+    p.add_argument("--layout", default=None, choices=["deeplab", "torchvision"],
+                   help="where ResNet's strides sit (default: torchvision for a torchvision "
+                        "--pretrained file, else deeplab; see tinyseg/models/resnet.py)")
     p.add_argument("--iters", type=int, default=2500, help="SGD iterations (the paper: 30000)")
     p.add_argument("--batch-size", type=int, default=8, help="images per iteration (the paper: 48)")
     p.add_argument("--lr", type=float, default=0.02, help="initial poly learning rate; the paper: "

@@ -450,3 +450,24 @@ def test_fuse_takes_one_syntax_in_train_and_flops(tiny_data, projection, tmp_pat
     assert result.returncode == 0, result.stderr
     _, _, meta = load_checkpoint(str(out / "last.npz"))
     assert meta["config"]["fuse"] == ["conv1_3", "b1u1c3"] and meta["config"]["separable"] is True
+
+
+def test_pretrained_torchvision_file_picks_its_stem_and_layout(tiny_data, projection, tmp_path):
+    """A torchvision-format ResNet .pth (7x7 stem, torchvision's names) made here: train.py
+    builds the standard stem in torchvision's layout for it, and loads it exactly."""
+    torch = pytest.importorskip("torch")
+    from tinyseg.models import build_backbone
+    nn.init.manual_seed(11)
+    backbone = build_backbone("tiny_resnet", output_stride=8, stem="standard", layout="torchvision")
+    state = {k: torch.from_numpy(np.array(v)) for k, v in backbone.state_dict().items()}
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 256), torch.zeros(1000)  # as torchvision's
+    torch.save(state, tmp_path / "resnet.pth")
+    for extra, layout in (([], "torchvision"), (["--layout", "deeplab"], "deeplab")):
+        out = tmp_path / f"run-{layout}"
+        result = run("train.py", "--data-root", tiny_data, "--out", out, "--projection", projection,
+                     "--pretrained", tmp_path / "resnet.pth", "--iters", 1, "--val-every", 0,
+                     "--lr", 1e-30, *TINY, *extra)
+        assert result.returncode == 0, result.stderr
+        model_state, _, meta = load_checkpoint(str(out / "last.npz"))
+        assert (meta["config"]["stem"], meta["config"]["layout"]) == ("standard", layout)
+        np.testing.assert_array_equal(model_state["backbone.conv1.weight"], backbone.conv1.weight.data)

@@ -138,6 +138,18 @@ class JsonLog:
         self.file.close()
 
 
+def backbone_options(settings):
+    """build_model's backbone arguments: the name, and for a ResNet the stem and layout, from
+    --stem/--layout where given, else from the --pretrained file (weights.resnet_options)."""
+    options = {"backbone": settings["model"]}
+    if settings["model"].startswith(("resnet", "tiny_resnet", "small_resnet")):
+        if settings.get("pretrained"):
+            from .weights import resnet_options
+            options.update(resnet_options(settings["pretrained"]))
+        options.update({k: settings[k] for k in ("stem", "layout") if settings.get(k)})
+    return options
+
+
 def train(settings, xp, customize=None):
     """Run (or resume) the training described by `settings` (a dict, see train.py's options).
 
@@ -150,7 +162,7 @@ def train(settings, xp, customize=None):
                    if settings["val_every"] > 0 else None)
 
     nn.init.manual_seed(settings["seed"])
-    model = build_model(backbone=settings["model"], decoder=settings["decoder"],
+    model = build_model(**backbone_options(settings), decoder=settings["decoder"],
                         num_classes=dataset.num_classes, output_stride=settings["output_stride"],
                         fuse=settings["fuse"], dim=settings["dim"], loss=settings["loss"],
                         temperature=settings["temperature"], pretrained=settings["pretrained"],

@@ -216,6 +216,25 @@ def rename_xception(state):
 
 
 # ---------------------------------------------------------------- loading
+def resnet_options(path):
+    """The stem and layout a ResNet needs for the weights in `path`: {} if the file cannot tell.
+
+    A 7x7 "conv1.weight" is torchvision's standard stem, trained in torchvision's layout (stride
+    on the first unit of blocks 2-4), so {"stem": "standard", "layout": "torchvision"}: the
+    network then computes exactly what the weights were trained for. timm's deep stem
+    ("conv1.0.weight") or tinyseg's ("conv1_1.weight") gives {"stem": "deep"} (the layout of
+    such files cannot be read from their shapes: DeepLab's stays)."""
+    if os.fspath(path).lower().endswith(".tflite"):
+        return {}
+    state = read_state_dict(path)
+    conv1 = state.get("conv1.weight")
+    if conv1 is not None and np.ndim(conv1) == 4 and np.shape(conv1)[-1] == 7:
+        return {"stem": "standard", "layout": "torchvision"}
+    if "conv1.0.weight" in state or "conv1_1.weight" in state:
+        return {"stem": "deep"}
+    return {}
+
+
 def load_pretrained(backbone, path):
     """Load the weights and BN statistics in `path` into `backbone`, in place.
 
