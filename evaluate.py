@@ -30,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--data-root", default=None,
                    help="folder holding VOCdevkit/ etc.; default: the run's (its config.json)")
     p.add_argument("--split", default="val", help="the split to score")
+    p.add_argument("--mask-values", default=None,
+                   help="--dataset folder: STORED:ID pairs (default: the run's)")
     p.add_argument("--scales", default="1.0", help="comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
     p.add_argument("--flip", action="store_true", help="also average over left-right flips")
     p.add_argument("--long-side", type=int, default=None,
@@ -98,7 +100,8 @@ def main(argv=None):
         root = args.data_root or trained.get("data_root")
         if name is None or root is None:
             raise DataError("no dataset known for this checkpoint: pass --dataset and --data-root")
-        dataset = build_dataset(name, root, args.split)
+        dataset = build_dataset(name, root, args.split,
+                                mask_values=args.mask_values or trained.get("mask_values"))
         subset = class_subset(args.classes, dataset.class_names)
         if dataset.num_classes != model.num_classes:
             raise ValueError(f"{args.checkpoint} predicts {model.num_classes} classes, "

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -58,6 +59,9 @@ def build_parser():
     p.add_argument("--data-root", default=None,
                    help="folder holding VOCdevkit/ (or VOCdevkit/VOC2012 itself); synthetic: "
                         f"where to generate it (default {DEFAULT_SYNTHETIC_ROOT})")
+    p.add_argument("--mask-values", default=None,
+                   help="--dataset folder: what stored mask values mean, STORED:ID pairs, e.g. "
+                        "0:0,255:1 for black-and-white masks (255 is void otherwise)")
     p.add_argument("--split", default="train", help="the training split (train_aug for voc_aug's 10,582)")
     p.add_argument("--val-split", default="val", help="the split validated on")
     p.add_argument("--model", default="tiny_resnet",
@@ -208,6 +212,8 @@ def stop_like_ctrl_c(signum, frame):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
+    settings = None
+    new_folder = args.out is None or not os.path.exists(args.out)
     try:
         xp = get_backend(args.backend)
         if args.backend == "numpy":
@@ -226,6 +232,9 @@ def main(argv=None):
         return 130
     except (BackendError, DataError, TrainingError, StateDictError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        if settings is not None and new_folder and not any(
+                os.path.exists(os.path.join(settings["out"], f)) for f in ("log.jsonl", "last.npz")):
+            shutil.rmtree(settings["out"], ignore_errors=True)  # stopped before training: leave nothing
         return 2
     log_path = os.path.join(settings["out"], "log.jsonl")
     try:

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from .data import DataError
 from .data.cityscapes import CITYSCAPES_CLASSES, cityscapes_palette
 from .data.context import CONTEXT_CLASSES
+from .data.folder import read_classes
 from .data.transforms import EvalTransform
 from .data.voc import VOC_CLASSES, voc_palette
 from .evaluation import Progress, colorize, legend, parse_scales, predict
@@ -103,8 +104,12 @@ def main(argv=None):
         xp = get_backend(args.backend)
         model, meta = model_from_checkpoint(args.checkpoint)
         model.to("cpu" if xp is np else "cuda").eval()
-        dataset = _trained_dataset(args.checkpoint)
-        names, palette = class_set(args.classes or DATASET_CLASSES.get(dataset), model.num_classes)
+        trained = _trained_settings(args.checkpoint)
+        if args.classes is None and trained.get("dataset") == "folder" and trained.get("data_root"):
+            names, palette, _ = read_classes(trained["data_root"])  # the user's own class list
+        else:
+            names, palette = class_set(args.classes or DATASET_CLASSES.get(trained.get("dataset")),
+                                       model.num_classes)
         os.makedirs(args.out, exist_ok=True)
     except KeyboardInterrupt:
         return 130
@@ -138,16 +143,16 @@ def main(argv=None):
     return 1 if failed else 0
 
 
-def _trained_dataset(checkpoint):
-    """The dataset name in the run's config.json beside the checkpoint, or None."""
+def _trained_settings(checkpoint):
+    """The run's settings (config.json beside the checkpoint), or {}."""
     import json
 
     path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.json")
     try:
         with open(path) as f:
-            return json.load(f).get("dataset")
+            return json.load(f)
     except (OSError, ValueError):
-        return None
+        return {}
 
 
 if __name__ == "__main__":

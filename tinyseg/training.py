@@ -157,9 +157,11 @@ def train(settings, xp, customize=None):
     are loaded (experiments/ uses it to put another upsampling in DUpsample's place)."""
     out = settings["out"]
     os.makedirs(out, exist_ok=True)
-    dataset = build_dataset(settings["dataset"], settings["data_root"], settings["split"])
-    val_dataset = (build_dataset(settings["dataset"], settings["data_root"], settings["val_split"])
-                   if settings["val_every"] > 0 else None)
+    values = settings.get("mask_values")
+    dataset = build_dataset(settings["dataset"], settings["data_root"], settings["split"],
+                            mask_values=values)
+    val_dataset = (build_dataset(settings["dataset"], settings["data_root"], settings["val_split"],
+                                 mask_values=values) if settings["val_every"] > 0 else None)
 
     nn.init.manual_seed(settings["seed"])
     model = build_model(**backbone_options(settings), decoder=settings["decoder"],
