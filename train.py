@@ -31,7 +31,7 @@ from tinyseg.training import TrainingError, train
 DEFAULT_SYNTHETIC_ROOT = os.path.join("data-cache", "synthetic")
 # what --resume may change; every other setting comes from the run's config.json
 RESUMABLE = {"resume", "backend", "workers", "stop_at", "log_every", "val_every", "ckpt_every", "val_images",
-             "iters"}
+             "iters", "max_memory"}
 RUN_FILES = ("config.json", "last.npz", "best.npz", "log.jsonl", "curves.png", "projection.npz")
 
 
@@ -105,6 +105,9 @@ def build_parser():
     p.add_argument("--scale-max", type=float, default=2.0, help="largest random rescaling")
     p.add_argument("--seed", type=int, default=0, help="weights, batch order and augmentation")
     p.add_argument("--workers", type=int, default=2, help="background threads loading batches")
+    p.add_argument("--max-memory", type=float, default=None,
+                   help="GiB a training step may use; the step's need is estimated before training "
+                        "and a run that would not fit is refused (default: the free memory)")
     p.add_argument("--out", default=None, help="run folder (default runs/<date-time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from last.npz (with --iters: extend it)")
@@ -230,7 +233,8 @@ def main(argv=None):
             result = train(settings, xp)
     except KeyboardInterrupt:
         return 130
-    except (BackendError, DataError, TrainingError, StateDictError, OSError, ValueError) as error:
+    except (BackendError, DataError, TrainingError, StateDictError, OSError, ValueError,
+            MemoryError) as error:
         print(f"error: {error}", file=sys.stderr)
         if settings is not None and new_folder and not any(
                 os.path.exists(os.path.join(settings["out"], f)) for f in ("log.jsonl", "last.npz")):

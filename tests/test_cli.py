@@ -471,3 +471,10 @@ def test_pretrained_torchvision_file_picks_its_stem_and_layout(tiny_data, projec
         model_state, _, meta = load_checkpoint(str(out / "last.npz"))
         assert (meta["config"]["stem"], meta["config"]["layout"]) == ("standard", layout)
         np.testing.assert_array_equal(model_state["backbone.conv1.weight"], backbone.conv1.weight.data)
+
+
+def test_a_run_that_would_not_fit_in_memory_is_refused_before_training(tiny_data, projection, tmp_path):
+    result = run("train.py", "--data-root", tiny_data, "--projection", projection, "--out", tmp_path / "r",
+                 "--max-memory", "0.001", *TINY)
+    one_line_error(result, "a training step needs about", "MiB", "lower --crop")
+    assert not (tmp_path / "r").exists()

@@ -29,6 +29,7 @@ from .autograd import Tensor
 from .backend import to_numpy
 from .data import DataLoader, TrainTransform, build_dataset
 from .evaluation import Progress, evaluate, format_seconds
+from .memory import check_step_memory
 from .models import build_model
 from .optim import SGD, PolyLR
 from .pca import fit_projection, load_projection, save_projection
@@ -176,6 +177,8 @@ def train(settings, xp, customize=None):
         path = settings["projection"] or os.path.join(out, "projection.npz")
         prepare_projection(model, dataset, settings["output_stride"], settings["dim"], path)
     model.to("cuda" if xp is not np else "cpu")
+    limit = settings.get("max_memory")
+    check_step_memory(model, settings, xp, None if limit is None else int(limit * 2**30))
     optimizer = SGD(model.param_groups(settings["weight_decay"]), lr=settings["lr"],
                     momentum=settings["momentum"])
     schedule = PolyLR(optimizer, settings["iters"])
