@@ -232,6 +232,8 @@ def main(argv=None):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             result = train(settings, xp)
     except KeyboardInterrupt:
+        if settings is None or not os.path.exists(os.path.join(settings["out"], "last.npz")):
+            print("interrupted before the first iteration: nothing was saved", file=sys.stderr)
         return 130
     except (BackendError, DataError, TrainingError, StateDictError, OSError, ValueError,
             MemoryError) as error:

@@ -478,3 +478,22 @@ def test_a_run_that_would_not_fit_in_memory_is_refused_before_training(tiny_data
                  "--max-memory", "0.001", *TINY)
     one_line_error(result, "a training step needs about", "MiB", "lower --crop")
     assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_before_training_says_nothing_was_saved(tiny_data, tmp_path):
+    """Interrupted while W is being fitted (no --projection: the fit runs first)."""
+    out = tmp_path / "r"
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), "--data-root", str(tiny_data),
+                                "--out", str(out), *map(str, TINY)], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in process.stdout:
+            if line.startswith("run folder:"):
+                process.send_signal(signal.SIGINT)
+                break
+        _, errors = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert not (out / "last.npz").exists() and "nothing was saved" in errors
