@@ -124,3 +124,4 @@ def test_to_cuda_without_cupy_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(tinyseg.backend, "_cupy", None)  # as on a machine without CuPy
     with pytest.raises(tinyseg.BackendError, match="pip install"):
         Tensor(np.ones(2)).to("cuda")
+

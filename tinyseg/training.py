@@ -106,7 +106,17 @@ def prepare_projection(model, dataset, ratio, dim, path, void="nearest"):
 
 
 # ---------------------------------------------------------------- the loop
-RATE_WINDOW = 10  # images/s and the ETA are measured over this many log intervals, not since start
+class RecentRate:
+    """Images per second over the last `window` log intervals, not since start-up (a slow first
+    batch, W's fit or a validation would otherwise skew the rate and the ETA for the whole run)."""
+
+    def __init__(self, window=10, start=None):
+        self.points = deque([(time.time() if start is None else start, 0)], maxlen=window + 1)
+
+    def update(self, now, images_seen):
+        self.points.append((now, images_seen))
+        (t0, n0), (t1, n1) = self.points[0], self.points[-1]
+        return (n1 - n0) / max(t1 - t0, 1e-9)
 
 
 def diverged_message(loss, iteration, last_path, settings):
@@ -208,8 +218,7 @@ def train(settings, xp, customize=None):
     def checkpoint(path, **extra):
         save_checkpoint(path, model, optimizer, iteration, dict(best_miou=best_miou, **extra))
 
-    recent = deque([(time.time(), 0)], maxlen=RATE_WINDOW + 1)  # (time, images) at the last logs
-    images_seen = 0
+    rate_meter, images_seen = RecentRate(), 0
     model.train()
     try:
         stop = min(settings["iters"], settings.get("stop_at") or settings["iters"])
@@ -226,9 +235,7 @@ def train(settings, xp, customize=None):
             images_seen += len(images)
 
             if iteration % settings["log_every"] == 0 or iteration == settings["iters"]:
-                recent.append((time.time(), images_seen))
-                (t0, n0), (t1, n1) = recent[0], recent[-1]
-                rate = (n1 - n0) / max(t1 - t0, 1e-9)  # over the last RATE_WINDOW logs only
+                rate = rate_meter.update(time.time(), images_seen)
                 eta = (settings["iters"] - iteration) * settings["batch_size"] / max(rate, 1e-9)
                 temperature = model.temperature
                 t_text = f" T {temperature:.3f}" if temperature is not None else ""
