@@ -100,13 +100,14 @@ def main(argv=None):
         root = args.data_root or trained.get("data_root")
         if name is None or root is None:
             raise DataError("no dataset known for this checkpoint: pass --dataset and --data-root")
-        dataset = build_dataset(name, root, args.split,
-                                mask_values=args.mask_values or trained.get("mask_values"))
+        values = args.mask_values or (trained.get("mask_values") if name == trained.get("dataset") else None)
+        dataset = build_dataset(name, root, args.split, mask_values=values)
         subset = class_subset(args.classes, dataset.class_names)
         if dataset.num_classes != model.num_classes:
             raise ValueError(f"{args.checkpoint} predicts {model.num_classes} classes, "
                              f"{name} has {dataset.num_classes}")
         model.to("cuda" if xp.__name__ == "cupy" else "cpu")
+
         def save_pictures(i, image, mask, prediction):
             save_prediction(args.save_dir, dataset.ids[i], image, mask, prediction, dataset.palette,
                             dataset.class_names)

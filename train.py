@@ -154,6 +154,8 @@ def parse_args(argv=None):
     if not (0 < args.scale_min <= args.scale_max and math.isfinite(args.scale_max)):
         p.error(f"--scale-min and --scale-max must satisfy 0 < min <= max, got "
                 f"{args.scale_min} and {args.scale_max}")
+    if args.max_memory is not None and not (math.isfinite(args.max_memory) and args.max_memory > 0):
+        p.error(f"--max-memory must be a positive number of GiB, got {args.max_memory}")
     if args.projection is not None and not os.path.isfile(args.projection):
         p.error(f"--projection {args.projection}: no such file (leave it out to fit W by PCA "
                 "into the run folder)")
@@ -234,6 +236,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         if settings is None or not os.path.exists(os.path.join(settings["out"], "last.npz")):
             print("interrupted before the first iteration: nothing was saved", file=sys.stderr)
+            if settings is not None and new_folder:
+                shutil.rmtree(settings["out"], ignore_errors=True)  # no half-made run to trip over
         return 130
     except (BackendError, DataError, TrainingError, StateDictError, OSError, ValueError,
             MemoryError) as error:
@@ -245,7 +249,7 @@ def main(argv=None):
     log_path = os.path.join(settings["out"], "log.jsonl")
     try:
         print(f"curves: {plot_curves(log_path, os.path.join(settings['out'], 'curves.png'))}")
-    except RuntimeError as error:
+    except Exception as error:  # no matplotlib, a full disk: the run itself is done and saved
         print(f"no curves: {error}")
     best = f", best val mIoU {100 * result['best_miou']:.2f}%" if result["best_miou"] >= 0 else ""
     if result["trained"] == 0:

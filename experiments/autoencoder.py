@@ -164,17 +164,17 @@ def autoencoder_file(dataset, ratio, dim, folders, subsample=1, hidden=256, iter
 
     model, curve = fit_autoencoder(blocks, dataset.num_classes, W, mean, hidden, iters,
                                    lr=0.01, seed=seed, progress=progress)
-    held_out = onehot_blocks(blocks[:5000], dataset.num_classes, IGNORE_INDEX)
+    sample = onehot_blocks(blocks[:5000], dataset.num_classes, IGNORE_INDEX)  # training blocks
     with no_grad():
-        ae_error = float(((model(Tensor(held_out)).data - held_out) ** 2).sum(axis=1).mean())
-    pca_error = float(((((held_out - mean) @ W) @ W.T + mean - held_out) ** 2).sum(axis=1).mean())
+        ae_error = float(((model(Tensor(sample)).data - sample) ** 2).sum(axis=1).mean())
+    pca_error = float(((((sample - mean) @ W) @ W.T + mean - sample) ** 2).sum(axis=1).mean())
+    write_json(path.replace(".npz", ".json"), dict(curve=curve, blocks=len(blocks), hidden=hidden,
+                                                   iters=iters, train_error_per_block=ae_error,
+                                                   pca_train_error_per_block=pca_error))
     state = {k: to_numpy(v) for k, v in model.state_dict().items()}
     tmp = path + ".tmp.npz"
     np.savez(tmp, **state)
-    os.replace(tmp, path)
-    write_json(path.replace(".npz", ".json"), dict(curve=curve, blocks=len(blocks), hidden=hidden,
-                                                   iters=iters, error_per_block=ae_error,
-                                                   pca_error_per_block=pca_error))
+    os.replace(tmp, path)  # last: the .npz existing means the fit is complete
     return path
 
 

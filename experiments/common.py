@@ -108,25 +108,37 @@ def pid_alive(pid):
 
 @contextlib.contextmanager
 def claim(run_dir):
-    """Yield True if this process may work on the run (it then holds run_dir/.lock), else False."""
+    """Yield True if this process may work on the run (it then holds run_dir/.lock), else False.
+
+    The lock file appears whole, with the owner's process id in it (written aside, then linked
+    into place, which fails if a lock exists); a lock whose process is gone is moved aside by
+    rename, which only one queue can do, before the lock is taken again."""
     os.makedirs(run_dir, exist_ok=True)
     lock = os.path.join(run_dir, ".lock")
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                with open(lock) as f:
-                    owner = int(f.read().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and pid_alive(owner):
-                yield False
-                return
-            os.remove(lock)  # stale: its process is gone
-    with os.fdopen(fd, "w") as f:
+    mine = f"{lock}.{os.getpid()}"
+    with open(mine, "w") as f:
         f.write(str(os.getpid()))
+    try:
+        while True:
+            try:
+                os.link(mine, lock)
+                break
+            except FileExistsError:
+                try:
+                    with open(lock) as f:
+                        owner = int(f.read().strip())
+                except (OSError, ValueError):
+                    continue  # gone or being replaced meanwhile: try again
+                if owner != os.getpid() and pid_alive(owner):
+                    yield False
+                    return
+                try:
+                    os.rename(lock, f"{lock}.stale.{os.getpid()}")  # one queue wins this
+                    os.remove(f"{lock}.stale.{os.getpid()}")
+                except FileNotFoundError:
+                    pass
+    finally:
+        os.remove(mine)
     try:
         yield True
     finally:
@@ -156,8 +168,8 @@ class WallClock:
 def run_queue(runs, folders, execute, only=None):
     """Execute every run that has no result yet, in order; `only`: a substring of the names.
 
-    execute(run, folders) trains/fits and writes folders.result_path(run["name"]). Returns the
-    names of the runs still missing (claimed by another queue)."""
+    execute(run, folders, clock) trains/fits and writes folders.result_path(run["name"]).
+    Returns the names of the runs still missing (claimed by another queue, or waiting)."""
     missing = []
     todo = [r for r in runs if only is None or only in r["name"]]
     for k, run in enumerate(todo, start=1):
@@ -169,12 +181,16 @@ def run_queue(runs, folders, execute, only=None):
                 print(f"[{k}/{len(todo)}] {name}: another queue is running it", flush=True)
                 missing.append(name)
                 continue
+            if os.path.exists(folders.result_path(name)):
+                continue  # the other queue finished it while this one was looking
             print(f"[{k}/{len(todo)}] {name} ...", flush=True)
             clock = WallClock(folders.run_dir(name))
             try:
                 execute(run, folders, clock)
             finally:
                 clock.stop()
+            if not os.path.exists(folders.result_path(name)):
+                missing.append(name)  # it waits for another run (e.g. an oracle of a trained W)
     return missing
 
 

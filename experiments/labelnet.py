@@ -1,13 +1,14 @@
 """The paper's mIoU* network (Sec. 4.1.1): a light CNN fed the one-hot GROUND TRUTH, not the image.
 
-    one-hot labels (N, C, H, W) -> five 3x3 conv + BN + ReLU (width 32) -> (N, 64, H/r, W/r)
+    one-hot labels (N, C, H, W) -> five 3x3 conv + BN + ReLU (width w) -> (N, w, H/r, W/r)
                                 -> head: bilinear (1x1 classifier, bilinear x r)
                                       or DUpsampling (1x1 to C~, W f + mean, softmax(z / T))
 
 The five convs all have stride 2 for output stride 32; for output stride 16 the LAST conv has
 stride 1 (four halvings). Void pixels (255) are all-zero one-hot vectors and are not scored.
-What the network can score is an upper bound of each head: its input already holds the answer,
-so the only loss is what the head cannot restore from 1/r of the resolution.
+The experiments use w = 32 (table1_labels.SETTINGS). What the network can score is an upper
+bound of each head: its input already holds the answer, so the only loss is what the head
+cannot restore from 1/r of the resolution.
 
 Training samples: a random crop x crop window of a training mask (padded with void where the
 mask is smaller) and a random left-right flip; batch k depends only on (seed, k), so a resumed

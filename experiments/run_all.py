@@ -43,7 +43,8 @@ def main(argv=None):
         missing = run_queue(all_runs(args.seeds, args.quick, root), folders, projection.execute_any,
                             args.only)
     if missing:
-        print(f"{len(missing)} run(s) are still running in another queue: {', '.join(missing)}")
+        print(f"{len(missing)} run(s) have no result yet (running in another queue, or waiting for "
+              f"another run): {', '.join(missing)}")
     if not args.no_report:
         import report  # matplotlib is needed for the figures only
         report.write_report(folders)

@@ -36,14 +36,14 @@ def test_estimate_grows_with_the_batch_and_the_crop_and_leaves_the_model_as_it_w
 
 def test_a_step_that_cannot_fit_is_refused_with_a_batch_that_does(model, capsys):
     settings = dict(crop=96, batch_size=64)
-    needed, _ = check_step_memory(model, settings, np, available=10**12)
+    needed, _ = check_step_memory(model, settings, np, limit=10**12)
     assert capsys.readouterr().out == ""
     with pytest.raises(MemoryError, match=r"--batch-size (\d+) fits") as error:
-        check_step_memory(model, settings, np, available=needed // 4)
+        check_step_memory(model, settings, np, limit=needed // 4)
     fits = int(error.value.args[0].split("--batch-size ")[1].split()[0])
     assert 1 <= fits < 64
-    assert check_step_memory(model, dict(settings, batch_size=fits), np, available=needed // 4)
-    check_step_memory(model, settings, np, available=int(needed / 0.9))
+    assert check_step_memory(model, dict(settings, batch_size=fits), np, limit=needed // 4)
+    check_step_memory(model, settings, np, limit=int(needed / 0.9))
     assert "warning" in capsys.readouterr().out
     with pytest.raises(MemoryError, match="lower --crop"):
-        check_step_memory(model, settings, np, available=1000)
+        check_step_memory(model, settings, np, limit=1000)

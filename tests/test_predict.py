@@ -102,3 +102,14 @@ def test_legend_lists_the_classes_present_in_rows_that_fit():
     assert one.size == (60, 20 + 14 + 4)           # one entry: one row; void is not listed
     assert two.height > one.height                  # three entries do not fit in 60 px
     assert tuple(one.getpixel((5, 25))) == (0, 0, 0)  # background's swatch, VOC colour 0
+
+
+def test_two_photos_of_one_name_or_an_out_among_the_inputs_are_refused(tmp_path, checkpoint):
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        photo(tmp_path / folder / "img.jpg")
+    clash = predict("--checkpoint", checkpoint, tmp_path / "x", tmp_path / "y", "--out", tmp_path / "o")
+    assert clash.returncode == 2 and "would both write img.png" in clash.stderr
+    into_input = predict("--checkpoint", checkpoint, tmp_path / "x", "--out", tmp_path / "x")
+    assert into_input.returncode == 2 and "holds input photos" in into_input.stderr
+    assert not (tmp_path / "o").exists() and sorted(os.listdir(tmp_path / "x")) == ["img.jpg"]

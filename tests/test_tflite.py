@@ -179,6 +179,15 @@ def test_converted_deeplab_runs_through_evaluate_py(tmp_path):
     assert result["long_side"] == 513
 
 
+@needs_files
+def test_converting_the_classifier_says_it_is_not_a_deeplab_model(tmp_path):
+    pytest.importorskip("tflite")
+    process = subprocess.run([sys.executable, "-m", "tinyseg.tflite", CLASSIFIER, "--out",
+                              str(tmp_path / "x.npz")], capture_output=True, text=True, cwd=REPO)
+    assert process.returncode == 2 and "not a DeepLabv3 model" in process.stderr
+    assert "Traceback" not in process.stderr
+
+
 def test_convert_command_names_a_missing_file(tmp_path):
     pytest.importorskip("tflite")
     process = subprocess.run([sys.executable, "-m", "tinyseg.tflite", str(tmp_path / "none.tflite"),

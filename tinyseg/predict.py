@@ -33,6 +33,30 @@ DATASET_CLASSES = {"voc": "voc", "voc_aug": "voc", "synthetic": "voc", "context"
                    "cityscapes": "cityscapes"}
 
 
+def _folder_palette(root, default):
+    """The colours of a folder dataset's classes.json, where it can still be read."""
+    try:
+        return read_classes(root)[1]
+    except (DataError, OSError, TypeError):
+        return default
+
+
+def output_stems(images, out):
+    """NAME of every image's outputs; a DataError for two images of one name, or an --out that
+    is one of the input folders (its label maps would be read as photos next time)."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in images]
+    seen = {}
+    for path, stem in zip(images, stems):
+        if stem in seen:
+            raise DataError(f"{seen[stem]} and {path} would both write {stem}.png: rename one, or "
+                            "segment them into different --out folders")
+        seen[stem] = path
+    folders = {os.path.realpath(os.path.dirname(path)) for path in images}
+    if os.path.realpath(out) in folders:
+        raise DataError(f"--out {out} holds input photos: write the results to another folder")
+    return stems
+
+
 def find_images(paths):
     """The image files named, and those directly inside the folders named, in order."""
     found = []
@@ -101,15 +125,17 @@ def main(argv=None):
         if args.long_side is not None and args.long_side < 1:
             raise ValueError(f"--long-side must be a positive number of pixels, got {args.long_side}")
         images = find_images(args.images)
+        stems = output_stems(images, args.out)
         xp = get_backend(args.backend)
         model, meta = model_from_checkpoint(args.checkpoint)
         model.to("cpu" if xp is np else "cuda").eval()
         trained = _trained_settings(args.checkpoint)
-        if args.classes is None and trained.get("dataset") == "folder" and trained.get("data_root"):
-            names, palette, _ = read_classes(trained["data_root"])  # the user's own class list
-        else:
-            names, palette = class_set(args.classes or DATASET_CLASSES.get(trained.get("dataset")),
-                                       model.num_classes)
+        names, palette = class_set(args.classes or DATASET_CLASSES.get(trained.get("dataset")),
+                                   model.num_classes)
+        if args.classes is None and len(meta.get("class_names") or ()) == model.num_classes:
+            names = list(meta["class_names"])  # what the run was trained on (train.py saves them)
+        if args.classes is None and trained.get("dataset") == "folder":
+            palette = _folder_palette(trained.get("data_root"), palette)
         os.makedirs(args.out, exist_ok=True)
     except KeyboardInterrupt:
         return 130
@@ -118,7 +144,7 @@ def main(argv=None):
         return 2
     progress, failed = Progress("predicting"), []
     transform = EvalTransform()
-    for done, path in enumerate(images, start=1):
+    for done, (path, name) in enumerate(zip(images, stems), start=1):
         try:
             photo = read_photo(path)
             normalised, _ = transform(photo, np.zeros(photo.shape[:2], np.uint8))
@@ -127,7 +153,7 @@ def main(argv=None):
                 probs = to_numpy(predict(model, xp.asarray(normalised), [base * s for s in scales],
                                          args.flip))                       # (C, H, W)
             labels = probs.argmax(axis=0).astype(np.uint8)
-            stem = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0])
+            stem = os.path.join(args.out, name)
             colorize(labels, palette).save(stem + ".png")
             overlay(photo, labels, names, palette).save(stem + "_overlay.png")
             if args.save_scores:

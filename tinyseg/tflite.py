@@ -70,8 +70,8 @@ def _tensor_array(model, graph, index):
     if buffer is None or buffer.DataLength() == 0:
         return None
     dtype = TENSOR_TYPES.get(tensor.Type())
-    if dtype is None:
-        raise TFLiteError(f"tensor {tensor.Name().decode()}: unsupported type code {tensor.Type()}")
+    if dtype is None:  # read_convolutions adds the file's name to the message
+        raise TFLiteError(f"tensor {tensor.Name().decode()} has an unsupported type code {tensor.Type()}")
     return np.frombuffer(buffer.DataAsNumpy().tobytes(), dtype).reshape(tensor.ShapeAsNumpy())
 
 
@@ -105,8 +105,8 @@ def read_convolutions(path):
         raise TFLiteError(f"cannot read {path}: {error.strerror}") from None
     try:
         convolutions = _convolutions(tflite, tflite.Model.GetRootAsModel(data, 0))
-    except TFLiteError:
-        raise
+    except TFLiteError as error:
+        raise TFLiteError(f"{path}: {error}") from None
     except Exception as error:  # a flatbuffer that is not a TFLite model fails anywhere inside
         raise TFLiteError(f"{path}: not a TFLite model ({type(error).__name__}: {error})") from None
     if not convolutions:
@@ -128,6 +128,9 @@ def _convolutions(tflite, model):
         options = options_type()
         table = op.BuiltinOptions()
         options.Init(table.Bytes, table.Pos)
+        if op.InputsLength() < 3 or op.Inputs(2) < 0:
+            raise TFLiteError(f"operator {i} ({kind}) has no bias; tinyseg reads the files whose "
+                              "batch norm is folded into a bias (Google's MobileNetV2 / DeepLab)")
         weight, bias = (_constant(model, graph, op.Inputs(k)) for k in (1, 2))
         bias_name = graph.Tensors(op.Inputs(2)).Name().decode()
         convolutions.append((kind, bias_name, weight, bias, options.FusedActivationFunction()))
@@ -249,8 +252,11 @@ def deeplab_from_tflite(path):
     TensorFlow's geometry (align_corners). Returns the SegmentationModel, weights loaded."""
     from .models import build_model
 
-    classes = next(bias.size for _, name, _, bias, _ in read_convolutions(path)
-                   if name.endswith("logits/semantic/biases"))
+    classes = next((bias.size for _, name, _, bias, _ in read_convolutions(path)
+                    if name.endswith("logits/semantic/biases")), None)
+    if classes is None:
+        raise TFLiteError(f"{path}: no 'logits/semantic' layer, so not a DeepLabv3 model (an "
+                          "ImageNet classifier goes to train.py --pretrained instead)")
     model = build_model("mobilenet_v2", "bilinear", num_classes=int(classes), output_stride=16,
                         fuse=(), aspp_rates=(), head_channels=256, align_corners=True)
     return load_tflite(model, path)

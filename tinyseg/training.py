@@ -187,7 +187,7 @@ def train(settings, xp, customize=None):
         path = settings["projection"] or os.path.join(out, "projection.npz")
         prepare_projection(model, dataset, settings["output_stride"], settings["dim"], path)
     model.to("cuda" if xp is not np else "cpu")
-    limit = settings.get("max_memory")
+    limit = settings.get("max_memory")  # GiB
     check_step_memory(model, settings, xp, None if limit is None else int(limit * 2**30))
     optimizer = SGD(model.param_groups(settings["weight_decay"]), lr=settings["lr"],
                     momentum=settings["momentum"])
@@ -216,7 +216,8 @@ def train(settings, xp, customize=None):
     loss_value = float("nan")
 
     def checkpoint(path, **extra):
-        save_checkpoint(path, model, optimizer, iteration, dict(best_miou=best_miou, **extra))
+        save_checkpoint(path, model, optimizer, iteration,
+                        dict(best_miou=best_miou, class_names=dataset.class_names, **extra))
 
     rate_meter, images_seen = RecentRate(), 0
     model.train()
@@ -252,10 +253,10 @@ def train(settings, xp, customize=None):
                 log.write(iter=iteration, val_miou=miou, val_pixel_acc=confusion.pixel_accuracy(),
                           val_iou={name: (None if iou != iou else float(iou)) for name, iou in
                                    zip(val_dataset.class_names, confusion.per_class_iou())})
-                redraw_curves(out)
                 if miou > best_miou:
                     best_miou = miou
                     checkpoint(best_path, val_miou=miou)
+                redraw_curves(out)
             if iteration % settings["ckpt_every"] == 0:
                 checkpoint(last_path)
     except KeyboardInterrupt:
@@ -282,7 +283,9 @@ def redraw_curves(out):
     try:
         plot_curves(os.path.join(out, "log.jsonl"), os.path.join(out, "curves.png"))
     except RuntimeError:
-        pass
+        pass  # no matplotlib: train.py says so once, at the end
+    except Exception as error:  # a picture must never stop a run (full disk, read-only file, ...)
+        print(f"warning: curves.png not redrawn: {error}", flush=True)
 
 
 def read_log(path):

@@ -53,13 +53,24 @@ def test_classes_json_sets_colours_and_the_ignore_value(tmp_path):
 def test_black_and_white_masks_are_refused_unless_their_values_are_given(tmp_path):
     root = make_folder(tmp_path / "mine", classes=("background", "object"), binary=True)
     with pytest.raises(DataError, match=r"only 0 and 255.*--mask-values 0:0,255:1"):
-        build_dataset("folder", str(root), "train").load_mask(0)
+        build_dataset("folder", str(root), "train")
     mask = build_dataset("folder", str(root), "train", mask_values="0:0,255:1").load_mask(0)
     assert set(np.unique(mask)) == {0, 1}
     with pytest.raises(DataError, match="--mask-values: '255-1'"):
         build_dataset("folder", str(root), "train", mask_values="255-1")
     with pytest.raises(DataError, match="--mask-values is for --dataset folder"):
         build_dataset("voc", str(root), "train", mask_values="0:0")
+
+
+def test_bad_colours_and_an_ignore_value_that_is_a_class_are_refused(tmp_path):
+    root = make_folder(tmp_path / "mine")
+    (root / "classes.txt").unlink()
+    for spec, message in (({"names": ["a", "b", "c"], "colours": [[300, 0, 0]]}, "colours must be"),
+                          ({"names": ["a", "b", "c"], "colours": [[1, 2]]}, "colours must be"),
+                          ({"names": ["a", "b", "c"], "ignore": 1}, "not a class id")):
+        (root / "classes.json").write_text(json.dumps(spec))
+        with pytest.raises(DataError, match=message):
+            build_dataset("folder", str(root), "train")
 
 
 def test_missing_class_list_and_split_are_named(tmp_path):

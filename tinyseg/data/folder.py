@@ -12,9 +12,10 @@
 `python train.py --dataset folder --data-root ROOT` then fits W by PCA on ROOT's own training
 masks, as it does for VOC (W is always fitted for the data it will decode).
 
-Masks exported as black and white (0 and 255) are common: 255 is then a class, not "void". A
-mask that holds only 0 and 255, with 255 on a sizeable share of its pixels, is refused with a
-message saying so, unless `mask_values` says what the values mean (`--mask-values 0:0,255:1`).
+Masks exported as black and white (0 and 255) are common: 255 is then a class, not "void".
+Masks that hold only 0 and 255, with 255 on a sizeable share of their pixels, are refused when
+the dataset is opened, with a message saying so, unless `mask_values` says what the values mean
+(`--mask-values 0:0,255:1`) or classes.json names the ignore value.
 mask_values maps stored values to class ids (255: void); values it does not name stay as they are.
 """
 import json
@@ -22,7 +23,8 @@ import os
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_split_file, require_dir
+from .base import (IGNORE_INDEX, DataError, SegmentationDataset, read_label_file,
+                   read_split_file, require_dir)
 from .voc import voc_palette
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -48,17 +50,23 @@ def parse_mask_values(text):
 
 
 def read_classes(root):
-    """(names, palette, ignore value) from ROOT/classes.json or ROOT/classes.txt."""
+    """(names, palette, ignore value, whether the ignore value was given) from ROOT/classes.json
+    or ROOT/classes.txt."""
     json_path, text_path = os.path.join(root, "classes.json"), os.path.join(root, "classes.txt")
-    palette, ignore = voc_palette(), IGNORE_INDEX
+    palette, ignore, explicit_ignore = voc_palette(), IGNORE_INDEX, False
     if os.path.isfile(json_path):
         try:
             with open(json_path, encoding="utf-8-sig") as f:
                 spec = json.load(f)
             names = [str(n) for n in spec["names"]]
-            for k, colour in enumerate(spec.get("colours", [])):
-                palette[k] = [int(c) for c in colour]
+            colours = [[int(c) for c in colour] for colour in spec.get("colours", [])]
+            if len(colours) > 256 or any(len(c) != 3 or not all(0 <= v <= 255 for v in c)
+                                         for c in colours):
+                raise ValueError("colours must be at most 256 [r, g, b] triples of 0..255")
+            if colours:
+                palette[:len(colours)] = colours
             ignore = int(spec.get("ignore", IGNORE_INDEX))
+            explicit_ignore = "ignore" in spec
         except (ValueError, KeyError, TypeError) as error:
             raise DataError(f"{json_path}: expected {{\"names\": [...], \"colours\": [[r, g, b], "
                             f"...], \"ignore\": 255}} ({type(error).__name__}: {error})") from None
@@ -68,10 +76,11 @@ def read_classes(root):
     else:
         raise DataError(f"no class list in {root}: write classes.txt, one class name per line, "
                         f"id 0 first (expected layout: {LAYOUT})")
-    if len(names) < 2 or len(names) > 255 or not 0 <= ignore <= 255:
+    if len(names) < 2 or len(names) > 255 or not len(names) <= ignore <= 255:
         raise DataError(f"the class list of {root} has {len(names)} names and ignore {ignore}; "
-                        "expected 2 to 255 classes and an ignore value in 0..255")
-    return names, palette, ignore
+                        f"expected 2 to 255 classes and an ignore value in {len(names)}..255 "
+                        "(not a class id)")
+    return names, palette, ignore, explicit_ignore
 
 
 class FolderDataset(SegmentationDataset):
@@ -79,7 +88,7 @@ class FolderDataset(SegmentationDataset):
 
     def __init__(self, root, split, labels_only=False, mask_values=None):
         require_dir(root, LAYOUT)
-        names, palette, ignore = read_classes(root)
+        names, palette, ignore, explicit_ignore = read_classes(root)
         ids = read_split_file(os.path.join(root, f"{split}.txt"), LAYOUT)
         mask_dir, image_dir = os.path.join(root, "masks"), os.path.join(root, "images")
         require_dir(mask_dir, LAYOUT)
@@ -90,7 +99,6 @@ class FolderDataset(SegmentationDataset):
                      if f.lower().endswith(IMAGE_EXTENSIONS)}
             image_paths = [os.path.join(image_dir, files.get(i, f"{i}.jpg")) for i in ids]
         self.root = root
-        self.explicit_values = bool(mask_values)
         self.lookup = np.arange(256, dtype=np.uint8)  # stored value -> class id (255: void)
         self.lookup[ignore] = IGNORE_INDEX
         for stored, label in (mask_values or {}).items():
@@ -99,14 +107,23 @@ class FolderDataset(SegmentationDataset):
                          image_paths=image_paths,
                          mask_paths=[os.path.join(mask_dir, f"{i}.png") for i in ids],
                          palette=palette, labels_only=labels_only)
+        if not mask_values and not explicit_ignore:
+            self._refuse_black_and_white()
+
+    def _refuse_black_and_white(self, samples=20):
+        """Before any work: a split whose masks hold only 0 and 255, with 255 on a sizeable
+        share, is a black-and-white export read as mostly void (checked on up to `samples`
+        masks spread over the split)."""
+        raws = [read_label_file(self.mask_path(i))
+                for i in np.linspace(0, len(self) - 1, min(samples, len(self))).astype(int)]
+        counts = sum(np.bincount(raw.ravel(), minlength=256) for raw in raws)
+        if counts[255] > BINARY_SHARE * counts.sum() and counts.sum() == counts[0] + counts[255]:
+            raise DataError(f"the masks of {self.root} ({self.split}) hold only 0 and 255, and "
+                            f"255 (void) covers {100 * counts[255] / counts.sum():.0f}% of them: if "
+                            "255 marks a class (a black-and-white export), pass --mask-values "
+                            "0:0,255:1; if it really is void, say so with \"ignore\": 255 in "
+                            "classes.json")
 
     def decode_mask(self, raw, path):
-        """Stored values -> class ids; refuses a black-and-white export read as mostly void."""
-        if not self.explicit_values and self.lookup[255] == IGNORE_INDEX:
-            counts = np.bincount(raw.ravel(), minlength=256)
-            if counts[255] > BINARY_SHARE * raw.size and counts.sum() == counts[0] + counts[255]:
-                raise DataError(f"mask {path} holds only 0 and 255, and 255 (void) covers "
-                                f"{100 * counts[255] / raw.size:.0f}% of it: if 255 marks a class "
-                                "(a black-and-white export), pass --mask-values 0:0,255:1; if it "
-                                "really is void, --mask-values 255:255")
+        """Stored values -> class ids (and 255 for void)."""
         return self.lookup[raw]
