@@ -239,3 +239,28 @@ def quick_data(folders):
     root = os.path.join(folders.runs, "synthetic")
     ensure_synthetic(root, num_train=24, num_val=6, size=(96, 64))
     return root
+
+
+def experiment_main(doc, runs_of, execute, argv=None, add_arguments=None):
+    """The command line every experiment shares: --quick, --seeds, --only, --scratch.
+
+    runs_of(seeds, quick, root) lists the experiment's runs; execute runs one (run_queue);
+    add_arguments(parser) adds a script's own options. Returns the options and the Folders."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if add_arguments is not None:
+        add_arguments(parser)
+    parser.add_argument("--quick", action="store_true", help="tiny settings on generated data")
+    parser.add_argument("--seeds", type=seeds_arg, default=(0, 1, 2), help="comma-separated seeds")
+    parser.add_argument("--only", default=None, help="run only the runs whose name contains this")
+    parser.add_argument("--scratch", default=None, help="--quick: write here (default experiments/quick)")
+    args = parser.parse_args(argv)
+    folders = Folders(args.quick, args.scratch)
+    root = quick_data(folders) if args.quick else None
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        missing = run_queue(runs_of(args.seeds, args.quick, root), folders, execute, args.only)
+    if missing:
+        print(f"{len(missing)} run(s) have no result yet (running in another queue, or waiting for "
+              f"another run): {', '.join(missing)}")
+    return args, folders

@@ -24,7 +24,6 @@ from tinyseg import nn
 from tinyseg.autograd import Tensor, no_grad
 from tinyseg.data import IGNORE_INDEX
 from tinyseg.metrics import ConfusionMatrix
-from tinyseg.models.aspp import ConvBNReLU
 from tinyseg.models.decoders import BilinearHead, DUpsamplingDecoder
 from tinyseg.optim import SGD, PolyLR
 from tinyseg.training import load_checkpoint, save_checkpoint

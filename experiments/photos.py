@@ -16,8 +16,7 @@ import os
 
 import numpy as np
 
-from common import (SHARED_DATA, VOC_ANIMALS, machine, projection_file, quick_data, scores,
-                    write_json)
+from common import SHARED_DATA, VOC_ANIMALS, machine, projection_file, scores, write_json
 from tinyseg import flops
 from tinyseg.data import build_dataset
 from tinyseg.evaluation import evaluate

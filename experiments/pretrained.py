@@ -9,16 +9,11 @@ learned. Same data, crops, iterations and seeds as the from-scratch rows, lr 0.0
 paper's fine-tuning rate); the report puts them beside the from-scratch rows.
 Results: experiments/results/mnv2-photos-*.json.
 """
-import argparse
 import os
 import sys
 
-import numpy as np
-
-from common import Folders, quick_data, run_queue, seeds_arg
+from common import experiment_main
 from photos import IMAGENET_MOBILENET, execute, photo_run
-
-SEEDS = (0, 1, 2)
 
 
 def pretrained_runs(seeds, quick=False, root=None):
@@ -36,16 +31,7 @@ def pretrained_runs(seeds, quick=False, root=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings on generated data")
-    parser.add_argument("--seeds", type=seeds_arg, default=SEEDS, help="comma-separated seeds")
-    parser.add_argument("--only", default=None, help="run only the runs whose name contains this")
-    parser.add_argument("--scratch", default=None, help="--quick: write here (default experiments/quick)")
-    args = parser.parse_args(argv)
-    folders = Folders(args.quick, args.scratch)
-    root = quick_data(folders) if args.quick else None
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        run_queue(pretrained_runs(args.seeds, args.quick, root), folders, execute, args.only)
+    experiment_main(__doc__, pretrained_runs, execute, argv)
     return 0
 
 

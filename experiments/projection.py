@@ -16,7 +16,6 @@ all of the val half and on the animal val photos' masks, all at half resolution 
 masks are the VOC masks with every second pixel; the others are subsampled the same way).
 Results: experiments/results/oracle-*.json and photos-dupsampling-os16-W*-seed<s>.json.
 """
-import argparse
 import os
 import sys
 
@@ -24,14 +23,13 @@ import numpy as np
 
 import photos
 from autoencoder import autoencoder_file, autoencoder_oracle, load_autoencoder
-from common import (VOC_ANIMALS, VOC_MASKS, Folders, fitted_projection, machine, quick_data,
-                    read_json, run_queue, scores, seeds_arg, write_json)
+from common import (VOC_ANIMALS, VOC_MASKS, experiment_main, fitted_projection, machine,
+                    read_json, scores, write_json)
 from tinyseg.data import build_dataset
 from tinyseg.metrics import ConfusionMatrix, bilinear_oracle, dupsampling_oracle
 from tinyseg.pca import IGNORE_INDEX, blocks_to_labels, encode_blocks, onehot_blocks
 from tinyseg.training import load_checkpoint
 
-SEEDS = (0, 1, 2)
 
 
 def oracle_run(name, quick, root, **settings):
@@ -147,16 +145,7 @@ def execute(run, folders, clock):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings on generated data")
-    parser.add_argument("--seeds", type=seeds_arg, default=SEEDS, help="comma-separated seeds")
-    parser.add_argument("--only", default=None, help="run only the runs whose name contains this")
-    parser.add_argument("--scratch", default=None, help="--quick: write here (default experiments/quick)")
-    args = parser.parse_args(argv)
-    folders = Folders(args.quick, args.scratch)
-    root = quick_data(folders) if args.quick else None
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        run_queue(projection_runs(args.seeds, args.quick, root), folders, execute, args.only)
+    experiment_main(__doc__, projection_runs, execute, argv)
     return 0
 
 

@@ -9,14 +9,10 @@ of ../shared/data/voc-masks at full resolution; W fitted by PCA on `train` (C~ =
 T fixed at 1 (`--temperature fixed` rows, see experiments/temperature.py).
 Results: experiments/results/labels-<head>-os<r>[-fixedT]-seed<s>.json.
 """
-import argparse
 import os
 import sys
 
-import numpy as np
-
-from common import (VOC_MASKS, Folders, fitted_projection, machine, quick_data, run_queue,
-                    scores, seeds_arg, write_json)
+from common import VOC_MASKS, experiment_main, fitted_projection, machine, scores, write_json
 from labelnet import LabelNet, evaluate_labelnet, train_labelnet
 from tinyseg import nn
 from tinyseg.data import build_dataset
@@ -28,7 +24,6 @@ SETTINGS = dict(dataset="voc", data_root=VOC_MASKS, split="train", val_split="va
                 weight_decay=1e-4, ckpt_every=250, val_images=None)
 QUICK = dict(SETTINGS, dataset="synthetic", width=8, iters=6, batch_size=2, crop=64,
              ckpt_every=3, val_images=3)
-SEEDS = (0, 1, 2)
 
 _masks = {}  # (dataset, root, split) -> list of masks, read once per process
 
@@ -103,16 +98,7 @@ def execute(run, folders, clock):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings on generated data")
-    parser.add_argument("--seeds", type=seeds_arg, default=SEEDS, help="comma-separated seeds")
-    parser.add_argument("--only", default=None, help="run only the runs whose name contains this")
-    parser.add_argument("--scratch", default=None, help="--quick: write here (default experiments/quick)")
-    args = parser.parse_args(argv)
-    folders = Folders(args.quick, args.scratch)
-    root = quick_data(folders) if args.quick else None
-    with np.errstate(over="ignore", invalid="ignore"):
-        run_queue(table1_runs(args.seeds, args.quick, root), folders, execute, args.only)
+    experiment_main(__doc__, table1_runs, execute, argv)
     return 0
 
 

@@ -9,15 +9,10 @@ The paper's claims: DUpsampling beats bilinear at the same stride, and DUpsampli
 about as good as bilinear at OS 16 (72.09 vs 72.15) for a fraction of the multiply-adds.
 Results: experiments/results/photos-<decoder>-os<r>-seed<s>.json.
 """
-import argparse
 import sys
 
-import numpy as np
-
-from common import Folders, quick_data, run_queue, seeds_arg
+from common import experiment_main
 from photos import execute, photo_run
-
-SEEDS = (0, 1, 2)
 
 
 def table1_runs(seeds, quick=False, root=None):
@@ -26,16 +21,7 @@ def table1_runs(seeds, quick=False, root=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings on generated data")
-    parser.add_argument("--seeds", type=seeds_arg, default=SEEDS, help="comma-separated seeds")
-    parser.add_argument("--only", default=None, help="run only the runs whose name contains this")
-    parser.add_argument("--scratch", default=None, help="--quick: write here (default experiments/quick)")
-    args = parser.parse_args(argv)
-    folders = Folders(args.quick, args.scratch)
-    root = quick_data(folders) if args.quick else None
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        run_queue(table1_runs(args.seeds, args.quick, root), folders, execute, args.only)
+    experiment_main(__doc__, table1_runs, execute, argv)
     return 0
 
 
