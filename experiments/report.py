@@ -216,9 +216,20 @@ def projection_tables(results):
     cross = results.get("oracle-cross-r16", {}).get("rows", {})
     for fit in ("all VOC (train_aug)", "animal scenes (train_aug)"):
         values = [cross.get(f"fit {fit}, score {v}") for v in ("all VOC val", "animal val")]
-        lines.append(f"| {fit} | " + " | ".join("not run yet" if v is None else f"{100 * v['miou']:.2f}"
-                                                for v in values) + " |")
+        lines.append(f"| {fit} | " + " | ".join(
+            "not run yet" if v is None else
+            f"{100 * v['miou']:.2f} (7 common classes: {100 * v['miou_common']:.2f})" for v in values) + " |")
+    rare = _rarest_losses(cross.get("fit animal scenes (train_aug), score all VOC val"))
+    if rare:
+        lines += ["", "Classes the animal-scene W restores worst on all of VOC val (oracle IoU %): " + rare]
     return lines
+
+
+def _rarest_losses(row, count=6):
+    if row is None:
+        return ""
+    ious = sorted((v, k) for k, v in row["per_class_iou"].items() if v is not None)[:count]
+    return ", ".join(f"{name} {100 * v:.1f}" for v, name in ious)
 
 
 def machine_line(results):
