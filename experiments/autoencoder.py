@@ -92,6 +92,9 @@ def fit_autoencoder(blocks, num_classes, W, mean, hidden=256, iters=2000, batch_
                           IGNORE_INDEX)                                           # (B, N)
         error = model(Tensor(v)) - Tensor(v)
         loss = F.sum(error * error) / batch_size                   # Eq. (3)'s error per block
+        if not np.isfinite(float(loss.data)):
+            raise RuntimeError(f"the auto-encoder's loss became {float(loss.data)} at step {k} "
+                               f"(lr {lr}): fit it again with a lower lr")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -142,7 +145,7 @@ class AutoencoderUpsample(nn.Module):
 
 
 def autoencoder_file(dataset, ratio, dim, folders, subsample=1, hidden=256, iters=2000,
-                     max_blocks=200000, seed=0):
+                     max_blocks=200000, seed=0, lr=0.01):
     """The path of an auto-encoder fitted on the dataset's masks (started at their PCA), cached
     beside the PCA files: its weights, its loss curve and the PCA's error on the same blocks."""
     import os
@@ -163,13 +166,13 @@ def autoencoder_file(dataset, ratio, dim, folders, subsample=1, hidden=256, iter
             print(f"  auto-encoder {k}/{total}: error per block {loss:.4f}", flush=True)
 
     model, curve = fit_autoencoder(blocks, dataset.num_classes, W, mean, hidden, iters,
-                                   lr=0.01, seed=seed, progress=progress)
+                                   lr=lr, seed=seed, progress=progress)
     sample = onehot_blocks(blocks[:5000], dataset.num_classes, IGNORE_INDEX)  # training blocks
     with no_grad():
         ae_error = float(((model(Tensor(sample)).data - sample) ** 2).sum(axis=1).mean())
     pca_error = float(((((sample - mean) @ W) @ W.T + mean - sample) ** 2).sum(axis=1).mean())
     write_json(path.replace(".npz", ".json"), dict(curve=curve, blocks=len(blocks), hidden=hidden,
-                                                   iters=iters, train_error_per_block=ae_error,
+                                                   iters=iters, lr=lr, train_error_per_block=ae_error,
                                                    pca_train_error_per_block=pca_error))
     state = {k: to_numpy(v) for k, v in model.state_dict().items()}
     tmp = path + ".tmp.npz"

@@ -34,6 +34,9 @@ SETTINGS = dict(backend="numpy", dataset="voc_aug", data_root=VOC_ANIMALS, split
 QUICK = dict(SETTINGS, dataset="synthetic", split="train", model="tiny_resnet", iters=4, batch_size=2, crop=64,
              log_every=2, ckpt_every=2, val_images=3, ae_iters=3)
 W_SOURCES = ("pca", "learned", "autoencoder")
+# the photos' auto-encoder (half-resolution animal masks): SGD at 0.01, the rate of the VOC
+# masks' one, diverged at once; 0.003 is the next rate tried
+AUTOENCODER_LR = 0.003
 # the ImageNet start of part 2: Google's quantised MobileNetV2 classifier (tinyseg.tflite)
 IMAGENET_MOBILENET = os.path.join(SHARED_DATA, "imagenet-mobilenet", "mobilenet_v2_1.0_224_quant.tflite")
 PRETRAINED = dict(model="mobilenet_v2", pretrained=IMAGENET_MOBILENET, lr=0.007)
@@ -84,7 +87,7 @@ def execute(run, folders, clock):
     if s["decoder"] == "dupsampling":
         if s["w_source"] == "autoencoder":
             s["autoencoder"] = autoencoder_file(train_set, s["output_stride"], s["dim"], folders,
-                                                 iters=s["ae_iters"])
+                                                 iters=s["ae_iters"], lr=AUTOENCODER_LR)
             customize = _autoencoder_upsampling(s)
             s["projection"] = None
         elif s["w_source"] == "learned":

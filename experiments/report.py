@@ -266,6 +266,10 @@ def write_report(folders, out_dir=None):
                 "", "## 5. Gallery", ""]
     sections.append(f"![gallery](figures/experiments/{os.path.basename(gallery_path)})" if gallery_path
                     else "Not drawn yet: the OS 32 and OS 16 photo runs of seed 0 are not all finished.")
+    reading = os.path.join(os.path.dirname(__file__), "report_reading.md")
+    if os.path.exists(reading):  # written by hand once the runs are in: what the numbers say
+        with open(reading) as f:
+            sections += ["", f.read().rstrip()]
     sections += ["", "## Part 2: the photo rows from an ImageNet start (MobileNetV2)", ""]
     sections += pretrained_section(results)
     sections += ["", "## A real trained network through tinyseg (for part 2)", ""]
