@@ -37,22 +37,26 @@ W_SOURCES = ("pca", "learned", "autoencoder")
 # the photos' auto-encoder (half-resolution animal masks): SGD at 0.01, the rate of the VOC
 # masks' one, diverged at once; 0.003 is the next rate tried
 AUTOENCODER_LR = 0.003
-# the ImageNet start of part 2: Google's quantised MobileNetV2 classifier (tinyseg.tflite)
+# the pretrained starts of part 2 (tinyseg.tflite): Google's quantised MobileNetV2 ImageNet
+# classifier, and the backbone of its DeepLabv3-MobileNetV2 PASCAL model (heads left out)
 IMAGENET_MOBILENET = os.path.join(SHARED_DATA, "imagenet-mobilenet", "mobilenet_v2_1.0_224_quant.tflite")
-PRETRAINED = dict(model="mobilenet_v2", pretrained=IMAGENET_MOBILENET, lr=0.007)
+DEEPLAB_MOBILENET = os.path.join(SHARED_DATA, "imagenet-mobilenet", "deeplabv3_mnv2_pascal_quant.tflite")
+STARTS = {"imagenet": ("mnv2-", IMAGENET_MOBILENET), "deeplab": ("dlv3-", DEEPLAB_MOBILENET)}
 
 
 def photo_run(decoder, output_stride, seed, temperature="learned", w_source="pca", quick=False,
-              root=None, pretrained=False):
+              root=None, pretrained=None):
     """A run spec; its name holds every setting that differs between the experiments' rows.
 
-    pretrained: MobileNetV2 fine-tuned from the ImageNet TFLite file (PRETRAINED) instead of
-    small_resnet from scratch; the names start with "mnv2-"."""
+    pretrained: None (small_resnet from scratch), or a key of STARTS: MobileNetV2 fine-tuned at
+    lr 0.007 from that TFLite file; the names then start with "mnv2-" or "dlv3-"."""
     settings = dict(QUICK if quick else SETTINGS, decoder=decoder, output_stride=output_stride,
                     temperature=temperature, seed=seed, w_source=w_source,
                     trainable_projection=w_source == "learned")
+    prefix = ""
     if pretrained:
-        settings.update(PRETRAINED)
+        prefix, path = STARTS[pretrained]
+        settings.update(model="mobilenet_v2", pretrained=path, lr=0.007)
     if w_source not in W_SOURCES:
         raise ValueError(f"w_source must be one of {W_SOURCES}, got {w_source!r}")
     if root is not None:
@@ -60,7 +64,6 @@ def photo_run(decoder, output_stride, seed, temperature="learned", w_source="pca
     name = f"photos-{decoder}-os{output_stride}"
     if decoder == "dupsampling":
         name += ("-fixedT" if temperature == "fixed" else "") + ("" if w_source == "pca" else f"-W{w_source}")
-    prefix = "mnv2-" if pretrained else ""
     return dict(name=f"{prefix}{name}-seed{seed}", kind="photos", settings=settings)
 
 

@@ -37,17 +37,21 @@ def results(scratch):
             for name in os.listdir(folder) if name.endswith(".json")}
 
 
+PRETRAINED = ("mnv2-", "dlv3-")   # the name prefixes of part 2's runs
+
+
 @pytest.mark.parametrize("script, prefix, count", [
     ("table1_labels.py", "labels-", 12),
     ("table1_photos.py", "photos-", 12),
     ("temperature.py", "-fixedT-", 6),
     ("projection.py", "oracle-", 6),
     ("pretrained.py", "mnv2-", 18),
+    ("pretrained.py", "dlv3-", 3),
 ])
 def test_each_experiment_runs_end_to_end_and_writes_one_json_per_run(scratch, script, prefix, count):
     run(script, scratch)
     found = {name: r for name, r in results(scratch).items()
-             if prefix in name and name.startswith("mnv2-") == (prefix == "mnv2-")}
+             if prefix in name and name.startswith(PRETRAINED) == prefix.startswith(PRETRAINED)}
     assert len(found) == count, sorted(found)
     for name, record in found.items():
         assert record["name"] == name
