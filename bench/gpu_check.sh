@@ -2,11 +2,10 @@
 # Everything that needs an NVIDIA GPU, on a machine with CuPy and PyTorch (CUDA), in two stages
 # that each fit one 10-minute call of the device tool:
 #   bash bench/gpu_check.sh tests [RESULTS_DIR]   the CuPy half of the test suite: every op
-#        test's cupy case, the CUDA kernels against their plain twins, conv2d with
-#        TINYSEG_CUDA_KERNELS=1, the cuDNN path against the plain one (log: RESULTS_DIR/gpu-tests.log)
-#   bash bench/gpu_check.sh bench [RESULTS_DIR]   bench/ops.py and bench/step.py on the GPU: plain
-#        CuPy ops (step with memory), then --quick runs with the CUDA kernels, with the
-#        convolutions by cuDNN (TINYSEG_CUDNN=1, the opt-in path), and with both
+#        test's cupy case (reference and fast), the CUDA kernels and the GPU twins against the
+#        reference ops, the model's loss with --cuda-kernels (log: RESULTS_DIR/gpu-tests.log)
+#   bash bench/gpu_check.sh bench [RESULTS_DIR]   bench/ops.py and bench/step.py on the GPU: the
+#        reference ops on CuPy (step with memory), then --quick runs with the CUDA kernels
 #   bash bench/gpu_check.sh all [RESULTS_DIR]     both, one after the other
 # RESULTS_DIR defaults to bench/results (on the device tool: "$OUT", so that the files come back).
 set -uo pipefail
@@ -34,13 +33,9 @@ run_tests() {
 run_bench() {
     python bench/ops.py --backend cupy --out "$results/ops-gpu.json"
     python bench/step.py --backend cupy --out "$results/step-gpu.json"
-    TINYSEG_CUDA_KERNELS=1 python bench/step.py --backend cupy --quick --no-memory \
+    python bench/ops.py --backend cupy --cuda-kernels --out "$results/ops-gpu-cuda-kernels.json"
+    python bench/step.py --backend cupy --cuda-kernels --quick --no-memory \
         --out "$results/step-gpu-cuda-kernels.json"
-    TINYSEG_CUDNN=1 python bench/ops.py --backend cupy --out "$results/ops-gpu-cudnn.json"
-    TINYSEG_CUDNN=1 python bench/step.py --backend cupy --quick --no-memory \
-        --out "$results/step-gpu-cudnn.json"
-    TINYSEG_CUDA_KERNELS=1 TINYSEG_CUDNN=1 python bench/step.py --backend cupy --quick \
-        --no-memory --out "$results/step-gpu-cudnn-cuda-kernels.json"
 }
 
 case "$stage" in

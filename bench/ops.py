@@ -3,14 +3,15 @@
     python bench/ops.py                    # NumPy vs torch CPU, writes bench/results/ops-<machine>.json
     python bench/ops.py --quick            # fewer repeats, for a smoke test
     python bench/ops.py --backend cupy     # CuPy vs torch CUDA on a GPU machine
-    TINYSEG_CUDNN=1 python bench/ops.py --backend cupy   # tinyseg's convolutions by cuDNN
+    python bench/ops.py --backend cupy --cuda-kernels   # tinyseg's convolutions by its CUDA kernels
+    python bench/ops.py --impl reference   # the reference ops of tinyseg/functional/
 
 Each case builds a float32 batch of 2, runs a few warm-up passes, then times `repeats` passes of
 forward + backward (the upstream gradient is a fixed random array): tinyseg's back to back, then
 torch's, in three alternating rounds (interleaving single passes would let torch's spinning
 OpenMP workers steal tinyseg's cores; run on a quiet machine). The median of each is reported,
 with the ratio tinyseg / torch (below 1 means tinyseg is faster). On the GPU both compute in
-full float32: TF32 off for torch, CuPy (CUPY_TF32=0) and cuBLAS/cuDNN (NVIDIA_TF32_OVERRIDE=0).
+full float32: TF32 off for torch, CuPy (CUPY_TF32=0) and cuBLAS (NVIDIA_TF32_OVERRIDE=0).
 """
 import argparse
 import json
@@ -63,7 +64,7 @@ import tinyseg  # noqa: E402,F401  (before NumPy: sets OPENBLAS_THREAD_TIMEOUT, 
 import numpy as np  # noqa: E402
 
 import tinyseg.functional as F  # noqa: E402
-from tinyseg import cudnn  # noqa: E402
+from tinyseg import config  # noqa: E402
 from tinyseg.autograd import Tensor  # noqa: E402
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory  # noqa: E402
 
@@ -202,8 +203,7 @@ def run(args):
         torch_text = f"{row['torch_ms']:9.2f} {row['ratio']:6.2f}" if theirs else f"{'n/a':>9s} {'':6s}"
         print(f"{name:28s} {row['tinyseg_ms']:11.2f} {torch_text} {target:6.1f}")
     return {
-        "convolutions": ("cuDNN via cupyx (TINYSEG_CUDNN=1)" if cudnn.active(xp)
-                         else "tinyseg's own (im2col + GEMM, depthwise.py)"),
+        "impl": config.config.impl, "cuda_kernels": config.config.cuda_kernels,
         "machine": args.machine or machine_name(args.backend), "host": socket.gethostname(),
         "cpu": cpu_model(), "cores": os.cpu_count(), "backend": args.backend,
         "torch_device": device, "numpy": np.__version__, "torch": torch.__version__,
@@ -233,7 +233,9 @@ def main():
                              "train.py does), for both frameworks; default: glibc's settings")
     parser.add_argument("--machine", help="label for the results file (default: CPU or GPU name)")
     parser.add_argument("--out", help="results file (default: bench/results/ops-<machine>.json)")
+    config.add_arguments(parser)
     args = parser.parse_args()
+    config.apply_arguments(args)
     args.malloc_applied = args.malloc == "keep" and args.backend == "numpy" and keep_freed_memory()
     try:
         report = run(args)

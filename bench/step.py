@@ -3,8 +3,8 @@
     python bench/step.py                   # NumPy vs torch CPU -> bench/results/step-<machine>.json
     python bench/step.py --quick           # 2 repeats on smaller images: a smoke test
     python bench/step.py --backend cupy    # CuPy vs torch CUDA: batch 8, 512x512, TF32 off
-    TINYSEG_CUDA_KERNELS=1 python bench/step.py --backend cupy --out ...   # with the CUDA kernels
-    TINYSEG_CUDNN=1 python bench/step.py --backend cupy --out ...   # convolutions by cuDNN
+    python bench/step.py --backend cupy --cuda-kernels --out ...   # with the CUDA kernels
+    python bench/step.py --impl reference --out ...  # tinyseg's reference ops: what clarity costs
     python bench/step.py --profile         # cProfile of tinyseg's ResNet-50 step, top functions
     python bench/step.py --profile "xception65 step"
 
@@ -27,8 +27,7 @@ tinyseg / torch (below 1: tinyseg is faster) and the target ratio. The JSON also
 busy OTHER processes kept the CPUs while timing (a shared machine skews everything).
 Timings on the GPU wait for the device to finish (synchronize) before the clock stops; torch
 runs there with TF32 disabled (matmul and cuDNN) and CuPy with CUPY_TF32=0, and the process
-with NVIDIA_TF32_OVERRIDE=0 (which also keeps cuDNN's float32 kernels off TF32 when
-TINYSEG_CUDNN=1), so both compute in full float32.
+with NVIDIA_TF32_OVERRIDE=0, so both compute in full float32.
 
 Memory (Linux): each framework runs each case once more in a subprocess of its own (tinyseg's
 never imports torch). After a warm-up step it resets the kernel's peak-RSS counter
@@ -54,7 +53,7 @@ import ops  # noqa: E402  (sets the BLAS thread and the TF32 variables before Nu
 
 import numpy as np  # noqa: E402
 
-from tinyseg import cuda_kernels, cudnn, nn, no_grad, optim  # noqa: E402
+from tinyseg import config, nn, no_grad, optim  # noqa: E402
 from tinyseg.backend import BackendError, get_backend, keep_freed_memory, to_numpy  # noqa: E402
 from tinyseg.models import build_model  # noqa: E402
 
@@ -263,7 +262,8 @@ def measure_memory(args, name, framework):
     """Run peak_memory_child in a fresh interpreter and return its report."""
     command = [sys.executable, os.path.abspath(__file__), "--child", name, framework,
                "--backend", args.backend, "--threads", str(ops.THREADS),
-               "--openblas-coretype", args.openblas_coretype, "--malloc", args.malloc]
+               "--openblas-coretype", args.openblas_coretype, "--malloc", args.malloc,
+               "--impl", args.impl] + (["--cuda-kernels"] if args.cuda_kernels else [])
     command += ["--quick"] if args.quick else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -362,7 +362,7 @@ def run(args):
                    "does), in the one process that runs both frameworks" if args.malloc_applied
                    else "glibc defaults"),
         "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-        "dtype": "float32", "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
+        "impl": args.impl, "dtype": "float32", "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
         "sizes": ("--quick: smaller images than the full run (steps 128x128, inference "
                   "256x256 on the CPU)" if args.quick and args.backend == "numpy"
                   else "full sizes"),
@@ -373,10 +373,8 @@ def run(args):
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cases": rows,
     }
     if args.backend == "cupy":
-        report["cuda_kernels"] = ("tinyseg/cuda_kernels.py (TINYSEG_CUDA_KERNELS=1)"
-                                  if cuda_kernels.enabled() else "plain CuPy ops")
-        report["convolutions"] = ("cuDNN via cupyx (TINYSEG_CUDNN=1)" if cudnn.enabled()
-                                  else "tinyseg's im2col + cuBLAS GEMM")
+        report["cuda_kernels"] = ("tinyseg/fast/cuda_kernels.py (--cuda-kernels)"
+                                  if config.config.cuda_kernels else "reference ops on CuPy")
         report["tf32"] = {"torch_matmul": torch.backends.cuda.matmul.allow_tf32,
                           "torch_cudnn": torch.backends.cudnn.allow_tf32,
                           "CUPY_TF32": os.environ.get("CUPY_TF32"),
@@ -432,10 +430,12 @@ def main():
     parser.add_argument("--machine", help="label for the results file (default: CPU or GPU name)")
     parser.add_argument("--out", help="results file (default: bench/results/step-<machine>.json)")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "FRAMEWORK"), help=argparse.SUPPRESS)
+    config.add_arguments(parser)
     args = parser.parse_args()
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.warmup = 1 if args.quick else 2
     args.malloc_applied = args.malloc == "keep" and args.backend == "numpy" and keep_freed_memory()
+    config.apply_arguments(args)
     try:
         if args.child:
             peak_memory_child(args)

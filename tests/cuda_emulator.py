@@ -1,4 +1,4 @@
-"""Run tinyseg's CUDA kernels (tinyseg/cuda_kernels.py) on the CPU, to test their index math
+"""Run tinyseg's CUDA kernels (tinyseg/fast/cuda_kernels.py) on the CPU, to test their index math
 on any machine.
 
 The kernels compute every output element independently in a grid-stride loop, so a launch
@@ -15,7 +15,7 @@ import subprocess
 
 import numpy as np
 
-from tinyseg import cuda_kernels
+from tinyseg.fast import cuda_kernels
 
 PRELUDE = """
 #include <cmath>

@@ -125,3 +125,25 @@ def test_to_cuda_without_cupy_is_a_clear_error(monkeypatch):
     with pytest.raises(tinyseg.BackendError, match="pip install"):
         Tensor(np.ones(2)).to("cuda")
 
+
+
+def test_fancy_index_gradient_sums_repeats_in_pick_order(xp):
+    """GetItem's backward (functional.math.scatter_add) against np.add.at, with a position
+    picked 4 times and boolean and mixed indexes; repeats are summed in the order of the picks
+    (float32 values whose sum depends on the order: 1e8 + 1 - 1e8 + 1)."""
+    from tinyseg.backend import to_numpy
+    from tinyseg.functional.math import scatter_add
+    rng = np.random.default_rng(4)
+    for shape, index in [((5, 3), (np.array([0, 2, 0, 0, 4, 0]),)),
+                         ((4, 6), (slice(None), np.array([[1, 1], [5, 1]]))),
+                         ((3, 4), (rng.random((3, 4)) > 0.5,))]:
+        values = rng.standard_normal(np.zeros(shape)[index].shape)
+        expected = np.zeros(shape)
+        np.add.at(expected, index, values)
+        device_index = tuple(xp.asarray(i) if isinstance(i, np.ndarray) else i for i in index)
+        got = to_numpy(scatter_add(shape, device_index, xp.asarray(values)))
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    ordered = xp.asarray(np.array([1e8, 1, -1e8, 1], np.float32))
+    picks = xp.asarray(np.array([0, 0, 0, 0]))
+    assert float(to_numpy(scatter_add((1,), (picks,), ordered))[0]) == float(
+        ((np.float32(1e8) + np.float32(1)) + np.float32(-1e8)) + np.float32(1))

@@ -1,15 +1,19 @@
-"""Every CUDA kernel (tinyseg/cuda_kernels.py) against its plain-xp twin: on the CPU through
-the emulator (the same source compiled as C++, one thread), on the GPU through CuPy."""
+"""Every CUDA kernel (tinyseg/fast/cuda_kernels.py) and every GPU twin (tinyseg/fast/cuda.py)
+against the reference op: on the CPU through the emulator (the same source compiled as C++,
+one thread), on the GPU through CuPy."""
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from tinyseg import Tensor, cuda_kernels
+from tinyseg import Tensor
 from tinyseg import functional as F
 from tinyseg.backend import cupy_available, get_backend, to_numpy
-from tinyseg.functional.conv import conv_output_size
+from tinyseg.config import using_config
+from tinyseg.fast import cuda, cuda_kernels
+from tinyseg.functional.conv import Conv2d, conv_output_size
+from tinyseg.functional.norm import BatchNorm
 
 from cuda_emulator import Emulator
 
@@ -29,12 +33,14 @@ def emulator(tmp_path_factory):
 
 
 @pytest.fixture(params=["emulator", "cupy"])
-def runner(request, emulator):
-    """(xp, launch): NumPy with the emulator, or CuPy with the real kernels on a GPU."""
+def runner(request, emulator, monkeypatch):
+    """(xp, launch): NumPy with the emulator, or CuPy with the real kernels on a GPU; the GPU
+    twins of tinyseg/fast/cuda.py launch through it."""
     if request.param == "cupy":
         if not cupy_available():
             pytest.skip("CuPy with a GPU is not available on this machine")
         return get_backend("cupy"), cuda_kernels.cupy_launch
+    monkeypatch.setattr(cuda, "launch", emulator.launch)
     return np, emulator.launch
 
 
@@ -99,21 +105,18 @@ def test_kernels_compile_with_nvcc(tmp_path):
 
 
 @pytest.mark.parametrize("groups", [1, 4])
-def test_conv2d_with_the_kernels_on_the_gpu(rng, monkeypatch, groups):
-    """conv2d on CuPy with TINYSEG_CUDA_KERNELS=1 (im2col/col2im, or the depthwise kernels)
-    gives the plain path's output and gradients."""
-    if not cupy_available():
-        pytest.skip("CuPy with a GPU is not available on this machine")
-    cp = get_backend("cupy")
+def test_conv2d_kernel_twin_matches_the_reference(runner, rng, groups):
+    """KernelConv2d (im2col/col2im, or the depthwise kernels) gives the reference Conv2d's
+    output and gradients."""
+    xp, _ = runner
     x0 = rng.standard_normal((2, 4, 9, 7))
     w0 = rng.standard_normal((4, 4 // groups, 3, 3))
     gy = rng.standard_normal((2, 4, 5, 4))
     results = []
-    for flag in ("0", "1"):
-        monkeypatch.setenv("TINYSEG_CUDA_KERNELS", flag)
-        x, w = Tensor(cp.asarray(x0), requires_grad=True), Tensor(cp.asarray(w0), requires_grad=True)
-        y = F.conv2d(x, w, None, 2, 2, 2, groups)
-        y.backward(cp.asarray(gy))
+    for op in (Conv2d, cuda.KernelConv2d):
+        x, w = Tensor(xp.asarray(x0), requires_grad=True), Tensor(xp.asarray(w0), requires_grad=True)
+        y = op(2, 2, 2, groups)(x, w)
+        y.backward(xp.asarray(gy))
         results.append([to_numpy(a) for a in (y.data, x.grad, w.grad)])
     for plain, kernel in zip(*results):
         np.testing.assert_allclose(kernel, plain, rtol=1e-10, atol=1e-10)
@@ -138,29 +141,27 @@ def test_fused_dupsample_cross_entropy_matches_the_composed_ops(runner, rng, lab
         tensors = [Tensor(xp.asarray(a), requires_grad=True) for a in (F0, W0, mean0, [T])]
         features, W, mean, temperature = tensors
         if fused:
-            loss = F.dupsample_cross_entropy(features, W, mean, temperature, labels, r,
-                                             launch=launch)
+            loss = cuda.fused_dupsample_cross_entropy(features, W, mean, temperature, labels, r)
         else:
-            scores = F.dupsample(features, W, mean, r)[:, :, :height, :width]
-            loss = F.nll_loss(F.log_softmax_with_temperature(scores, temperature), labels)
+            with using_config(impl="reference"):
+                loss = F.dupsample_cross_entropy(features, W, mean, temperature, labels, r)
         loss.backward()
         results.append([loss.data] + [t.grad for t in tensors])
     for plain, fused in zip(*results):
         np.testing.assert_allclose(to_numpy(fused), to_numpy(plain), rtol=1e-10, atol=1e-12)
 
 
-def test_fused_dupsample_cross_entropy_rejects_bad_labels(emulator):
+def test_fused_dupsample_cross_entropy_rejects_bad_labels(emulator, monkeypatch):
+    monkeypatch.setattr(cuda, "launch", emulator.launch)
     features = Tensor(np.zeros((1, 3, 2, 2)))
     W, mean = np.zeros((4 * 4 * 5, 3)), np.zeros(4 * 4 * 5)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 5\) or 255"):
-        F.dupsample_cross_entropy(features, W, mean, 1.0, np.full((1, 8, 8), 7), 4,
-                                  launch=emulator.launch)
+        cuda.fused_dupsample_cross_entropy(features, W, mean, 1.0, np.full((1, 8, 8), 7), 4)
     with pytest.raises(ValueError, match="do not fit features"):
-        F.dupsample_cross_entropy(features, W, mean, 1.0, np.zeros((1, 12, 8), int), 4,
-                                  launch=emulator.launch)
+        cuda.fused_dupsample_cross_entropy(features, W, mean, 1.0, np.zeros((1, 12, 8), int), 4)
 
 
-def test_model_loss_with_the_kernels_on_the_gpu(rng, monkeypatch):
+def test_model_loss_with_the_kernels_on_the_gpu(rng):
     """A DUpsampling network's training loss and every gradient are the same with the fused
     GPU loss (and the conv kernels) as with the plain CuPy ops."""
     if not cupy_available():
@@ -175,11 +176,11 @@ def test_model_loss_with_the_kernels_on_the_gpu(rng, monkeypatch):
     model = build_model("tiny_resnet", "dupsampling", num_classes=5, output_stride=16, dim=8,
                         projection=projection).to("cuda")
     results = []
-    for flag in ("0", "1"):  # the same weights; training-mode batch norm: the same statistics
-        monkeypatch.setenv("TINYSEG_CUDA_KERNELS", flag)
+    for kernels in (False, True):  # the same weights; training-mode batch norm: the same statistics
         for p in model.parameters():
             p.grad = None
-        loss = model.loss(images, cp.asarray(masks))
+        with using_config(cuda_kernels=kernels):
+            loss = model.loss(images, cp.asarray(masks))
         loss.backward()
         results.append([to_numpy(loss.data)] + [to_numpy(p.grad) for p in model.parameters()])
     for plain, fused in zip(*results):
@@ -189,26 +190,20 @@ def test_model_loss_with_the_kernels_on_the_gpu(rng, monkeypatch):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("relu", [False, True])
 def test_batch_norm_kernels_match_the_plain_op(runner, rng, training, relu):
-    """BatchNorm's forward_with_kernels / backward_with_kernels (statistics by reductions, the
-    elementwise steps in the two kernels) against its plain slab path: y, all gradients and
-    the running statistics (float64)."""
-    from tinyseg.functional.norm import BatchNorm
-    xp, launch = runner
+    """KernelBatchNorm (statistics by reductions, the elementwise steps in two kernels) against
+    the reference BatchNorm: y, all gradients and the running statistics (float64)."""
+    xp, _ = runner
     shape = (2, 3, 5, 7)
     x = xp.asarray(rng.standard_normal(shape) + 0.3)
     gamma, beta = xp.asarray(rng.uniform(0.5, 1.5, 3)), xp.asarray(rng.standard_normal(3))
     gy = xp.asarray(rng.standard_normal(shape))
     results = []
-    for kernels in (False, True):
+    for twin in (BatchNorm, cuda.KernelBatchNorm):
         running = [xp.full(3, 0.1), xp.ones(3)]
-        op = BatchNorm(*running, training=training, momentum=0.1, eps=1e-5, relu=relu)
+        op = twin(*running, training=training, momentum=0.1, eps=1e-5, relu=relu)
         op.needs_input_grad = (True, True, True)
-        if kernels:
-            y = op.forward_with_kernels(x, gamma, beta, launch=launch)
-            grads = op.backward_with_kernels(gy, launch=launch)
-        else:
-            y = op.forward(x, gamma, beta)
-            grads = op.backward(gy)
+        y = op.forward(x, gamma, beta)
+        grads = op.backward(gy)
         results.append([y, *grads, *running])
     for plain, fused in zip(*results):
         np.testing.assert_allclose(to_numpy(fused), to_numpy(plain), rtol=1e-10, atol=1e-12)

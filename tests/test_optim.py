@@ -65,7 +65,7 @@ def test_sgd_in_chunks_matches_torch(monkeypatch):
     """Tiny slabs cut each parameter into many chunks on the worker threads; a parameter that
     is not contiguous is updated whole. Both give torch's numbers."""
     torch = pytest.importorskip("torch")
-    from tinyseg import parallel
+    from tinyseg.fast import parallel
     monkeypatch.setattr(parallel, "CACHE_BYTES", 16)
     monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
     rng = np.random.default_rng(1)

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from tinyseg import parallel
+from tinyseg.fast import parallel
 
 
 @pytest.mark.parametrize("length, bytes_per_item", [(1, 8), (7, 1 << 20), (1000, 4096), (5, 3)])

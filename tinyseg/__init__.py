@@ -6,7 +6,7 @@ models/ -> pca.py -> data/ -> train.py.
 import os
 
 # After every matrix product OpenBLAS's idle threads spin for about 0.1 s (2^28 cycles)
-# before they sleep, taking a core from the slab threads of tinyseg/parallel.py that run
+# before they sleep, taking a core from the slab threads of tinyseg/fast/parallel.py that run
 # next; let them sleep at once (2^4 cycles). OpenBLAS reads this when NumPy first loads, so
 # it counts where tinyseg is imported before NumPy (train.py, evaluate.py and bench/ do so).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

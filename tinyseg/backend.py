@@ -47,18 +47,6 @@ def require_cupy():
     return _cupy
 
 
-def require_cudnn():
-    """Return cupyx.cudnn (CuPy's binding of NVIDIA's cuDNN, for tinyseg/cudnn.py), or raise a
-    one-line BackendError saying how to get it."""
-    require_cupy()
-    try:
-        import cupyx.cudnn
-    except ImportError as error:
-        raise BackendError(f"TINYSEG_CUDNN=1 but CuPy cannot load cuDNN ({error}); install it "
-                           "(e.g. pip install nvidia-cudnn-cu12) or unset TINYSEG_CUDNN") from None
-    return cupyx.cudnn
-
-
 def get_backend(name):
     """The array module for a backend name: "numpy" (or "cpu") or "cupy" (or "cuda")."""
     if name in ("numpy", "cpu"):

@@ -1,7 +1,7 @@
 """SGD with momentum and weight decay (PyTorch semantics) and the "poly" learning-rate policy."""
 import numpy as np
 
-from . import parallel
+from .fast import parallel
 from .backend import get_array_module
 
 
@@ -41,7 +41,7 @@ class SGD:
         """One update of every parameter that has a gradient.
 
         The update is elementwise, so it can run piece by piece: on the CPU every parameter
-        is cut into cache-sized chunks, spread over the cores (tinyseg/parallel.py), and each
+        is cut into cache-sized chunks, spread over the cores (tinyseg/fast/parallel.py), and each
         chunk goes through all the steps of `_update` while it is in the cache.
         """
         pieces = []

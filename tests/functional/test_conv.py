@@ -120,7 +120,7 @@ def test_matches_torch(xp, rng, case):
 
 def test_depthwise_in_channel_slabs(xp, rng, monkeypatch):
     """A cache size of two channels splits C=5 into slabs 2 + 2 + 1: same result as torch."""
-    from tinyseg import parallel
+    from tinyseg.fast import parallel
     n, c, h, w = 2, 5, 6, 7
     monkeypatch.setattr(parallel, "CACHE_BYTES", 2 * n * (h + 2) * (w + 2) * 4)
     if xp is np:
@@ -145,18 +145,6 @@ def test_depthwise_images_stacked_do_not_mix(xp, rng, kernel, stride, padding, d
     reference = torch_conv_grads(x, w, None, gy, stride, padding, dilation, 4)
     for ours, expected in zip((y.data, tx.grad, tw.grad), reference[:3]):
         assert_close(ours, expected)
-
-
-def test_taps_that_read_only_padding_are_left_out():
-    """ASPP's rate 18 on a 16 x 16 map (a 256 x 256 crop at output stride 16): only the centre
-    tap sees the map, so the conv runs as a 1x1 without padding; at 32 x 32 all 9 taps are
-    active. The results above (cases with rates 9-12 on 9 x 11) match torch either way."""
-    from tinyseg.functional.conv import _active_taps
-    assert _active_taps(16, 3, 1, 18, 18) == (1, 2, 0)
-    assert _active_taps(32, 3, 1, 18, 18) is None
-    assert _active_taps(11, 3, 1, 10, 10) is None  # tap 0 reaches column 10 = the first pixel
-    assert _active_taps(9, 3, 1, 10, 10) == (1, 2, 0)
-    assert _active_taps(20, 3, 2, 1, 1) is None  # an ordinary strided conv
 
 
 def test_im2col_col2im_are_adjoint(xp, rng):

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..autograd import Function, as_tensor
 from ..backend import get_array_module
-from ..parallel import for_each_chunk
+from ..dispatch import choose
 
 
 # ---------------------------------------------------------------- raw-array helpers
@@ -66,34 +66,15 @@ def _temperature(T, like):
 
 # ---------------------------------------------------------------- Functions
 class ReLU(Function):
-    """y = max(x, 0);  dL/dx = dL/dy where x > 0, else 0.
-
-    Both passes run chunk by chunk over the flat arrays, on every core (tinyseg/parallel.py).
-    """
+    """y = max(x, 0);  dL/dx = dL/dy where x > 0, else 0."""
 
     def forward(self, x):
         xp = get_array_module(x)
-        y = xp.empty(x.shape, x.dtype)
-        # the mask (x > 0) is kept only for backward
-        self.mask = xp.empty(x.shape, bool) if self.needs_input_grad[0] else None
-        x_flat, y_flat = x.reshape(-1), y.reshape(-1)
-
-        def rectify(k):  # a chunk k of the flat arrays
-            if self.mask is not None:
-                xp.greater(x_flat[k], 0, out=self.mask.reshape(-1)[k])
-            xp.maximum(x_flat[k], 0, out=y_flat[k])
-        for_each_chunk(rectify, x)
-        return y
+        self.mask = x > 0
+        return xp.maximum(x, 0)
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        gx = xp.empty(gy.shape, gy.dtype)
-        gy_flat, gx_flat, mask_flat = gy.reshape(-1), gx.reshape(-1), self.mask.reshape(-1)
-
-        def route(k):  # a chunk k of the flat arrays
-            xp.multiply(gy_flat[k], mask_flat[k], out=gx_flat[k])
-        for_each_chunk(route, gy)
-        return gx
+        return gy * self.mask
 
 
 class ReLU6(Function):
@@ -190,7 +171,7 @@ def _temperature_tensor(T, input):
 
 
 def relu(input):
-    return ReLU()(input)
+    return choose(ReLU, input)()(input)
 
 
 def relu6(input):

@@ -181,6 +181,31 @@ class Concat(Function):
         return tuple(xp.split(gy, cuts, axis=self.axis))
 
 
+def scatter_add(shape, index, values):
+    """zeros(shape) with `values` (the shape of zeros[index]) added at [index], an element picked
+    several times by a fancy index getting the sum of its values, in a fixed order.
+
+    (xp.add.at does this in one call, but on the GPU with atomic adds, whose order, and so the
+    float rounding of the sums, changes from run to run.) Here: the flat position of every
+    picked element, sorted (stable); the k-th pick of each position is added in pass k, and
+    within a pass no position repeats, so every sum runs in the order of the picks.
+    """
+    xp = get_array_module(values)
+    size = 1
+    for n in shape:
+        size *= n
+    positions = xp.arange(size).reshape(shape)[index].ravel()  # where each picked element lives
+    values = values.ravel()
+    order = xp.argsort(positions, kind="stable")
+    positions, values = positions[order], values[order]
+    rank = xp.arange(positions.size) - xp.searchsorted(positions, positions)  # k-th pick of its position
+    out = xp.zeros(size, values.dtype)
+    for k in range(int(rank.max()) + 1 if rank.size else 0):
+        pick = rank == k
+        out[positions[pick]] += values[pick]
+    return out.reshape(shape)
+
+
 class GetItem(Function):
     """x[index] for basic slicing and integer/boolean indexing; backward scatters into zeros."""
 
@@ -193,12 +218,11 @@ class GetItem(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        gx = xp.zeros(self.shape, self.dtype)
         index = self.index if isinstance(self.index, tuple) else (self.index,)
-        if all(isinstance(i, (slice, int, type(None), type(Ellipsis))) for i in index):
-            gx[self.index] = gy  # basic indexing: every element is picked at most once
-        else:
-            xp.add.at(gx, self.index, gy)  # fancy indexing may repeat: sum the repeats
+        if not all(isinstance(i, (slice, int, type(None), type(Ellipsis))) for i in index):
+            return scatter_add(self.shape, self.index, gy)  # fancy indexing may repeat: sum them
+        gx = xp.zeros(self.shape, self.dtype)
+        gx[self.index] = gy  # basic indexing: every element is picked at most once
         return gx
 
 

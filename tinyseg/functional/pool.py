@@ -12,13 +12,16 @@ over the kH * kW slices, and backward scatters the gradient back through the sam
 loops touch only whole arrays, so they run unchanged on NumPy and CuPy.
 
 Output size, floor mode as in torch:  H_out = floor((H + 2 p_h - kH) / s_h) + 1.
+
+These are the reference versions; tinyseg/fast/pool.py holds max pooling's twin (slab by slab
+of channels, on every core), chosen by tinyseg.config.
 """
 import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
-from ..parallel import for_each_channel_slab
-from .conv import as_pair
+from ..dispatch import choose
+from .conv import as_pair, pad, tap_slices
 
 
 def _pool_geometry(shape, kernel_size, stride, padding, op):
@@ -41,15 +44,6 @@ def _pool_geometry(shape, kernel_size, stride, padding, op):
     return kernel, stride, padding, out_size
 
 
-def _pad(x, padding, value):
-    """(N, C, H, W) -> (N, C, H + 2 p_h, W + 2 p_w), filled with `value` around the edges."""
-    ph, pw = padding
-    if ph == 0 and pw == 0:
-        return x
-    xp = get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
-
-
 def _unpad(x, padding):
     """(N, C, H + 2 p_h, W + 2 p_w) -> (N, C, H, W): the inverse crop of `_pad`."""
     ph, pw = padding
@@ -58,8 +52,8 @@ def _unpad(x, padding):
 
 def _tap(padded, i, j, stride, out_size):
     """The (N, C, H_out, W_out) strided view of `padded` that kernel tap (i, j) sees."""
-    (sh, sw), (ho, wo) = stride, out_size
-    return padded[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw]
+    rows, cols = tap_slices(i, j, out_size, stride, (1, 1))
+    return padded[:, :, rows, cols]
 
 
 class MaxPool2d(Function):
@@ -80,44 +74,26 @@ class MaxPool2d(Function):
             x.shape, self.kernel_size, self.stride, self.padding, "max_pool2d")
         self.geometry = stride, padding, out_size
         self.taps = [(i, j) for i in range(kh) for j in range(kw)]  # row-major, like torch's scan
-        self.x_shape, self.dtype = x.shape, x.dtype
-        out = xp.empty(x.shape[:2] + out_size, x.dtype)  # (N, C, H_out, W_out)
-        # which tap holds each window's max: only backward needs it
-        self.argmax = xp.zeros(out.shape, np.int32) if self.needs_input_grad[0] else None
-
-        def pool(c):  # a slab c of the channels (tinyseg/parallel.py)
-            padded = _pad(x[:, c], padding, -np.inf)  # (N, slab, H + 2 p_h, W + 2 p_w)
-            best = out[:, c]
-            best[...] = _tap(padded, *self.taps[0], stride, out_size)
-            for t, (i, j) in enumerate(self.taps[1:], start=1):
-                window = _tap(padded, i, j, stride, out_size)
-                if self.argmax is None:
-                    xp.maximum(best, window, out=best)  # NaN included
-                    continue
-                argmax = self.argmax[:, c]
-                better = window > best  # strict: an equal value loses the tie
-                better |= xp.isnan(window)  # a NaN takes over (torch: the last NaN wins)
-                xp.maximum(best, window, out=best)  # the new running max, NaN included
-                # t grows along the loop, so "argmax = t where better" is a running max too
-                xp.maximum(argmax, better * np.int32(t), out=argmax)
-        for_each_channel_slab(pool, x)
-        return out
+        self.x_shape = x.shape
+        padded = pad(x, padding, -np.inf)                     # (N, C, H + 2 p_h, W + 2 p_w)
+        best = _tap(padded, *self.taps[0], stride, out_size)  # (N, C, H_out, W_out)
+        self.argmax = xp.zeros(best.shape, np.int32)          # which tap holds each window's max
+        for t, (i, j) in enumerate(self.taps[1:], start=1):
+            window = _tap(padded, i, j, stride, out_size)
+            better = (window > best) | xp.isnan(window)       # strict: an equal value loses the tie
+            best = xp.where(better, window, best)
+            self.argmax = xp.where(better, np.int32(t), self.argmax)
+        return best
 
     def backward(self, gy):
         xp = get_array_module(gy)
         stride, padding, out_size = self.geometry
-        gx = xp.empty(self.x_shape, self.dtype)  # (N, C, H, W)
-        (ph, pw), (h, w) = padding, self.x_shape[2:]
-
-        def route(c):  # a slab c of the channels
-            g, argmax = gy[:, c], self.argmax[:, c]
-            padded = xp.zeros(g.shape[:2] + (h + 2 * ph, w + 2 * pw), self.dtype)
-            for t, (i, j) in enumerate(self.taps):
-                view = _tap(padded, i, j, stride, out_size)  # overlapping windows add up here
-                view += g * (argmax == t)
-            gx[:, c] = _unpad(padded, padding)
-        for_each_channel_slab(route, gx)
-        return gx
+        (ph, pw), (n, c, h, w) = padding, self.x_shape
+        gx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), gy.dtype)
+        for t, (i, j) in enumerate(self.taps):
+            view = _tap(gx, i, j, stride, out_size)           # overlapping windows add up here
+            view += gy * (self.argmax == t)
+        return _unpad(gx, padding)
 
 
 class AvgPool2d(Function):
@@ -135,7 +111,7 @@ class AvgPool2d(Function):
         (kh, kw), stride, padding, out_size = _pool_geometry(
             x.shape, self.kernel_size, self.stride, self.padding, "avg_pool2d")
         self.geometry = (kh, kw), stride, padding, out_size
-        padded = _pad(x, padding, 0)  # (N, C, H + 2 p_h, W + 2 p_w)
+        padded = pad(x, padding)  # (N, C, H + 2 p_h, W + 2 p_w)
         self.padded_shape = padded.shape
         total = xp.zeros(x.shape[:2] + out_size, x.dtype)  # (N, C, H_out, W_out)
         for i in range(kh):
@@ -201,7 +177,7 @@ class AdaptiveAvgPool2d(Function):
 
 def max_pool2d(input, kernel_size, stride=None, padding=0):
     """torch.nn.functional.max_pool2d (floor mode); stride defaults to kernel_size."""
-    return MaxPool2d(kernel_size, stride, padding)(input)
+    return choose(MaxPool2d, input)(kernel_size, stride, padding)(input)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0):

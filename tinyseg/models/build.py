@@ -29,7 +29,6 @@ decay would pull T towards 1 for no reason. Nor do W and mean when they are trai
 architecture (load the weights with load_state_dict; `pretrained` and `projection` are not in
 it: the checkpoint's state dict holds the trained weights, W and mean).
 """
-from .. import cuda_kernels
 from .. import functional as F
 from .. import nn
 from ..autograd import Tensor, as_tensor
@@ -117,14 +116,10 @@ class SegmentationModel(nn.Module):
                                  f"shape {tuple(images.shape)}")
             counted = float(valid.sum()) * code.shape[1]
             return F.mse_loss(code * valid, target, reduction="sum") / counted  # Eq. (4)
-        if isinstance(self.decoder, DUpsamplingDecoder) and \
-                cuda_kernels.active(get_array_module(as_tensor(images).data)):
-            last, features, _ = self.encode(images)  # the same loss, fused into one GPU op
-            return self.decoder.fused_loss(last, features, masks)
-        logits = self(images)
         if isinstance(self.decoder, DUpsamplingDecoder):
-            return F.nll_loss(logits, masks)   # logits are log softmax(z / T): Eq. (6)
-        return F.cross_entropy(logits, masks)
+            last, features, _ = self.encode(images)
+            return self.decoder.loss(last, features, masks)  # cross-entropy of Eq. (6)'s softmax
+        return F.cross_entropy(self(images), masks)
 
     # ------------------------------------------------------------------ DUpsampling's extras
     @property

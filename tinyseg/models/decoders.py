@@ -263,9 +263,9 @@ class DUpsamplingDecoder(nn.Module):
         """T of Eq. (6) for the ops: exp(log T) as a Tensor (its gradient reaches log T), or 1."""
         return 1.0 if self.log_temperature is None else F.exp(self.log_temperature)
 
-    def fused_loss(self, last, features, masks):
-        """The mean cross-entropy of forward()'s output against masks (N, H, W), as one op on
-        the GPU: F.dupsample_cross_entropy (CUDA kernels, TINYSEG_CUDA_KERNELS=1)."""
+    def loss(self, last, features, masks):
+        """The mean cross-entropy of forward()'s output against masks (N, H, W), cropped to the
+        masks (F.dupsample_cross_entropy: one fused op on the GPU with --cuda-kernels)."""
         self.dupsample.check_projection()
         return F.dupsample_cross_entropy(self.compressed(last, features), self.dupsample.W,
                                          self.dupsample.mean, self._temperature_tensor(), masks,

@@ -36,7 +36,7 @@ Everything runs slab by slab of channels on the CPU's threads (tinyseg/parallel.
 from collections import namedtuple
 
 from ..backend import as_strided, get_array_module
-from ..parallel import run, slabs
+from .parallel import run, slabs
 
 Layout = namedtuple("Layout", "in_size out_size kernel stride padding dilation rows width wide "
                               "outputs length")

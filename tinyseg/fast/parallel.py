@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .backend import get_array_module
+from ..backend import get_array_module
 
 CACHE_BYTES = 1024 * 1024  # a slab this size stays in a core's cache (measured: 256 KB to 4 MB)
 MIN_PARALLEL_BYTES = 256 * 1024  # smaller arrays: one slab on the calling thread (no hand-off)
