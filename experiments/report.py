@@ -146,15 +146,34 @@ def table1_photos(results, prefix=""):
     return lines
 
 
-def pretrained_section(results):
-    """Part 2's rows (issue 16): the photo comparisons fine-tuned from ImageNet MobileNetV2."""
-    if not any(name.startswith("mnv2-") for name in results):
+def pretrained_section(results, folders):
+    """Part 2's rows (issue 16): the photo comparisons fine-tuned from ImageNet MobileNetV2,
+    beside the from-scratch rows; then DUpsampling on the DeepLabv3 model's own backbone."""
+    if not any(name.startswith(("mnv2-", "dlv3-")) for name in results):
         return ["Not run yet: `python experiments/pretrained.py` (MobileNetV2 fine-tuned from the "
                 "ImageNet TFLite classifier; about 10-15 minutes a run here)."]
-    lines = table1_photos(results, "mnv2-") + ["", "| DUpsampling, OS 16 | mIoU, 7 common classes (%) |",
-                                                "| --- | --- |"]
-    for label, suffix in (("T learned, W by PCA", ""), ("T fixed at 1", "-fixedT"), ("W learned by SGD", "-Wlearned")):
-        lines.append(f"| {label} | {cell(stats(group(results, f'mnv2-photos-dupsampling-os16{suffix}'), 'miou_common'))} |")
+    lines = table1_photos(results, "mnv2-")
+    lines += ["", "DUpsampling at OS 16, mIoU over the 7 common classes (%):", "",
+              "| variant | from scratch (small ResNet) | from ImageNet (MobileNetV2) |", "| --- | --- | --- |"]
+    s = {}
+    for label, suffix in (("T learned, W by PCA", ""), ("T fixed at 1", "-fixedT"),
+                          ("W learned by SGD", "-Wlearned")):
+        for prefix in ("", "mnv2-"):
+            s[prefix, suffix] = stats(group(results, f"{prefix}photos-dupsampling-os16{suffix}"), "miou_common")
+        lines.append(f"| {label} | {cell(s['', suffix])} | {cell(s['mnv2-', suffix])} |")
+    lines += ["", "From ImageNet:",
+              "- learned T vs fixed T: " + verdict(s["mnv2-", ""], s["mnv2-", "-fixedT"], "learned T", "fixed T"),
+              "- W by PCA vs W learned by SGD: " + verdict(s["mnv2-", ""], s["mnv2-", "-Wlearned"], "PCA", "learned W")]
+    dlv3 = stats(group(results, "dlv3-photos-dupsampling-os16"), "miou_common")
+    path = os.path.join(folders.results, "tflite-conformance.json")
+    own = f"{100 * read_json(path)['deeplab']['tinyseg']['miou_common']:.2f}" if os.path.exists(path) else "-"
+    lines += ["", "The DUpsampling decoder (OS 16, W by PCA) on the backbone of the DeepLabv3-MobileNetV2 "
+              "PASCAL model, fine-tuned from it with the same budget; beside it the DeepLabv3 model "
+              "as it comes (its image pooling + 1x1 head, bilinear), and DUpsampling from ImageNet:", "",
+              "| network | mIoU, 7 common classes (%) |", "| --- | --- |",
+              f"| DeepLabv3-MobileNetV2 as trained by Google (no fine-tuning here) | {own} |",
+              f"| its backbone + DUpsampling, fine-tuned here | {cell(dlv3)} |",
+              f"| ImageNet MobileNetV2 + DUpsampling, fine-tuned here | {cell(s['mnv2-', ''])} |"]
     return lines
 
 
@@ -271,7 +290,7 @@ def write_report(folders, out_dir=None):
         with open(reading) as f:
             sections += ["", f.read().rstrip()]
     sections += ["", "## Part 2: the photo rows from an ImageNet start (MobileNetV2)", ""]
-    sections += pretrained_section(results)
+    sections += pretrained_section(results, folders)
     sections += ["", "## A real trained network through tinyseg (for part 2)", ""]
     sections += conformance_section(folders)
     sections += ["", "## Where and how long", "", machine_line(results)]

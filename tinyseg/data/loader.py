@@ -40,11 +40,14 @@ class DataLoader:
     shuffle: a new random order every epoch (else dataset order; augmentation stays random).
     drop_last: leave out the last, smaller batch of each epoch.
     num_workers: background threads (0: load in the calling thread).
+    part: (rank, processes) for data-parallel training (tinyseg/distributed.py): every global
+        batch is dealt to the processes in equal contiguous shares, and this loader serves
+        share `rank`; batch k is the same set of samples for any number of processes.
     For a labels_only dataset the images of every batch are None.
     """
 
     def __init__(self, dataset, batch_size, shuffle=True, transform=None, seed=0,
-                 num_workers=2, drop_last=True, prefetch=None):
+                 num_workers=2, drop_last=True, prefetch=None, part=(0, 1)):
         if batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -54,8 +57,13 @@ class DataLoader:
         if drop_last and len(dataset) < batch_size:
             raise DataError(f"{dataset.name} split {dataset.split!r} has {len(dataset)} samples, "
                             f"fewer than one batch of {batch_size} (drop_last=True)")
+        rank, processes = part
+        if batch_size % processes or not 0 <= rank < processes:
+            raise ValueError(f"DataLoader: a batch of {batch_size} cannot be dealt to "
+                             f"{processes} processes in equal shares (rank {rank})")
         self.dataset = dataset
         self.batch_size = batch_size
+        self.part = rank, processes
         self.shuffle = shuffle
         self.transform = transform if transform is not None else EvalTransform()
         self.seed = seed
@@ -78,10 +86,13 @@ class DataLoader:
         return rng.permutation(len(self.dataset))
 
     def load_batch(self, k):
-        """Global batch k: (images float32 (N, 3, H, W) or None, masks int64 (N, H, W))."""
+        """Global batch k (this process's share of it, see `part`): (images float32 (N, 3, H, W)
+        or None, masks int64 (N, H, W))."""
         epoch, b = divmod(k, len(self))
         order = self.epoch_order(epoch)
-        positions = range(b * self.batch_size, min((b + 1) * self.batch_size, len(order)))
+        (rank, processes), share = self.part, self.batch_size // self.part[1]
+        first = b * self.batch_size + rank * share
+        positions = range(first, min(first + share, len(order)))
         samples = [self._load_sample(int(order[p]), epoch, p) for p in positions]
         images, masks = zip(*samples)
         shapes = {m.shape for m in masks}

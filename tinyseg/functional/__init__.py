@@ -4,7 +4,7 @@ One file per family; each op is a Function subclass with forward and backward si
 plus a lowercase wrapper with torch's arguments.
 """
 from .math import add, cat, div, exp, getitem, log, matmul, mean, mul, neg, pow, reshape, sub, sum, sum_to, transpose
-from .norm import batch_norm
+from .norm import batch_norm, sync_batch_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .conv import col2im, conv2d, conv_output_size, im2col
 from .resize import interpolate

@@ -104,6 +104,49 @@ class BatchNorm(Function):
         return gx, ggamma, gbeta
 
 
+class SyncBatchNorm(BatchNorm):
+    """BatchNorm in training mode over a batch spread across processes: the statistics are
+    those of the whole batch (tinyseg/distributed.py; comm sums arrays over the processes).
+
+    Forward all-reduces the channel sums (and the counts), then the sums of squares about the
+    global mean: the reference's two passes, over every process. Backward all-reduces dbeta
+    and dgamma, which the formula for dx needs over the whole batch; the returned dgamma and
+    dbeta stay this process's own, as the gradient averaging then sums them.
+    """
+
+    def __init__(self, comm, running_mean, running_var, momentum, eps, relu=False):
+        super().__init__(running_mean, running_var, True, momentum, eps, relu)
+        self.comm = comm
+
+    def forward(self, x, gamma, beta):
+        xp = get_array_module(x)
+        counts = self.comm.allreduce(xp.asarray([x.size // x.shape[1]], dtype="float64"))
+        self.count = int(counts[0])                              # M over all processes
+        mean = self.comm.allreduce(channel_sum(x)) / self.count  # (C,)
+        squares = self.comm.allreduce(channel_sum((x - per_channel(mean)) ** 2))
+        if self.running_mean is not None:
+            self.update_running_stats(mean, squares / (self.count - 1))
+        self.inv_std = 1 / xp.sqrt(squares / self.count + self.eps)
+        self.x_hat = (x - per_channel(mean)) * per_channel(self.inv_std)
+        self.gamma = gamma
+        y = per_channel(gamma) * self.x_hat + per_channel(beta)
+        if self.relu:
+            self.mask = y > 0
+            y = y * self.mask
+        return y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        g = gy * self.mask if self.relu else gy
+        gbeta, ggamma = channel_sum(g), channel_sum(g * self.x_hat)      # this process's
+        total = self.comm.allreduce(xp.concatenate([gbeta, ggamma]))     # the whole batch's
+        channels = len(gbeta)
+        scale = per_channel(self.gamma * self.inv_std)
+        gx = scale * (g - per_channel(total[:channels] / self.count)
+                      - self.x_hat * per_channel(total[channels:] / self.count))
+        return gx, ggamma, gbeta
+
+
 def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training):
     """Raise a one-line ValueError/TypeError for shapes or arguments batch_norm cannot use."""
     if x.ndim != 4:
@@ -145,3 +188,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         bias = Tensor(xp.zeros(channels, x.dtype))
     function = choose(BatchNorm, x)(running_mean, running_var, training, momentum, eps, relu)
     return function(x, weight, bias)
+
+
+def sync_batch_norm(input, running_mean, running_var, weight, bias, comm, momentum=0.1,
+                    eps=1e-5, relu=False):
+    """batch_norm in training mode with the statistics of the batch of every process (comm:
+    a communicator of tinyseg/distributed.py)."""
+    x = input if isinstance(input, Tensor) else Tensor(input)
+    _check_batch_norm_args(x, running_mean, running_var, weight, bias, True)
+    return SyncBatchNorm(comm, running_mean, running_var, momentum, eps, relu)(x, weight, bias)

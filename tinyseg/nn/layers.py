@@ -45,7 +45,13 @@ class BatchNorm2d(Module):
 
     In training mode it normalises with the batch's statistics and updates running_mean and
     running_var (unbiased) with `momentum`; in eval mode it uses the running statistics.
+    Data-parallel training (tinyseg.distributed.set_batch_norm) may set `comm`: statistics
+    over the batches of all processes; or `group_size`: statistics over each group of that
+    many images, as each of batch / group_size processes would see them (running statistics
+    from the first group, as the first process keeps them).
     """
+    comm = None
+    group_size = None
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
@@ -57,7 +63,20 @@ class BatchNorm2d(Module):
 
     def forward(self, x, relu=False):
         """relu=True: relu(bn(x)) fused in one op (tinyseg/functional/norm.py)."""
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+        if self.training and self.comm is not None:
+            return F.sync_batch_norm(x, self.running_mean, self.running_var, self.weight,
+                                     self.bias, self.comm, self.momentum, self.eps, relu)
+        if self.training and self.group_size and x.shape[0] > self.group_size:
+            groups = [x[start:start + self.group_size]
+                      for start in range(0, x.shape[0], self.group_size)]
+            return F.cat([self._normalise(group, first=i == 0, relu=relu)
+                          for i, group in enumerate(groups)], dim=0)
+        return self._normalise(x, True, relu)
+
+    def _normalise(self, x, first, relu):
+        """F.batch_norm on x; only the first group updates the running statistics."""
+        running = (self.running_mean, self.running_var) if first or not self.training else (None, None)
+        return F.batch_norm(x, *running, self.weight, self.bias,
                             training=self.training, momentum=self.momentum, eps=self.eps,
                             relu=relu)
 

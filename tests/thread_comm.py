@@ -1,0 +1,76 @@
+"""A stand-in communicator for tests: K ranks as K threads of one process, with the
+collectives of tinyseg/distributed.py (sums in rank order, so results are deterministic)."""
+import threading
+
+import numpy as np
+
+from tinyseg.backend import get_array_module
+
+
+class ThreadGroup:
+    """Shared state of K thread-ranks: `run(task)` calls task(comm) on K threads and returns
+    their results in rank order (re-raising the first exception)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.barrier = threading.Barrier(size)
+        self.slots = [None] * size
+
+    def run(self, task):
+        results, errors = [None] * self.size, []
+
+        def work(rank):
+            try:
+                results[rank] = task(ThreadCommunicator(self, rank))
+            except BaseException as error:  # noqa: BLE001 (re-raised below)
+                errors.append(error)
+                self.barrier.abort()
+        threads = [threading.Thread(target=work, args=(r,)) for r in range(self.size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return results
+
+
+class ThreadCommunicator:
+    name = "threads"
+
+    def __init__(self, group, rank):
+        self.group, self.rank, self.size = group, rank, group.size
+
+    def _exchange(self, value):
+        self.group.slots[self.rank] = value
+        self.group.barrier.wait()
+        values = list(self.group.slots)
+        self.group.barrier.wait()
+        return values
+
+    def allreduce(self, array):
+        xp = get_array_module(array)
+        values = self._exchange(xp.array(array, copy=True))
+        total = values[0].copy()
+        for v in values[1:]:
+            total += v
+        array[...] = total
+        return array
+
+    def broadcast(self, value, root=0):
+        return self._exchange(value)[root]
+
+    def allgather(self, value):
+        return self._exchange(value)
+
+    def barrier(self):
+        self.group.barrier.wait()
+
+    def abort(self, code=1):
+        self.group.barrier.abort()
+        raise RuntimeError(f"rank {self.rank} aborted")
+
+
+def split(array, size):
+    """The equal shares of a batch (first axis), as the DataLoader deals them."""
+    return np.split(np.asarray(array), size)

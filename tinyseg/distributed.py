@@ -1,0 +1,193 @@
+"""Data-parallel training over several processes: MPI on CPUs (mpi4py), NCCL on GPUs.
+
+    mpiexec -n 4 python train.py ...                      # 4 CPU processes, one machine
+    mpiexec -n 8 -f hosts python train.py ...             # 2 machines (MPICH's hostfile)
+    mpiexec -n 4 python train.py --backend cupy ...       # 4 GPUs: one process each, NCCL
+
+Every process holds the whole model. Each global batch k is dealt to the processes in equal
+shares (DataLoader's `part`), so a run sees the same samples whatever the number of
+processes; each computes the gradients of its share, and `average_gradients` all-reduces
+them in a few large buckets (flatten, sum, unflatten) in one fixed order, so every process
+takes the same SGD step. The loss of each share is scaled to its part of the global mean
+(`share_of_mean`), so the averaged gradient is the gradient of the global batch's loss.
+
+Batch norm (the paper: statistics over 12 of 48 images per GPU) stays per process by
+default; `--sync-bn` computes the statistics over all processes (functional.sync_batch_norm),
+and `--bn-group` gives one process the per-process statistics of a larger run.
+
+Rank 0 writes the logs, checkpoints and pictures and fits W (then broadcast). Communicators:
+`SingleProcess` (no MPI), `MPICommunicator` (mpi4py; CuPy arrays go through the host) and
+`NCCLCommunicator` (CuPy's NCCL bindings; its unique id travels over MPI).
+"""
+import os
+import sys
+
+import numpy as np
+
+from .backend import BackendError, get_array_module, to_numpy
+
+MPI_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_RANK")
+BUCKET_BYTES = 32 * 2 ** 20  # gradients are all-reduced in buckets of about this size
+
+
+class SingleProcess:
+    """The communicator of a run without MPI: rank 0 of 1, every collective a no-op."""
+    rank, size, name = 0, 1, "single process"
+
+    def allreduce(self, array):
+        return array
+
+    def broadcast(self, value, root=0):
+        return value
+
+    def allgather(self, value):
+        return [value]
+
+    def barrier(self):
+        pass
+
+    def abort(self, code=1):
+        sys.exit(code)
+
+
+class MPICommunicator(SingleProcess):
+    """Collectives over an mpi4py communicator (MPI.COMM_WORLD by default)."""
+    name = "MPI"
+
+    def __init__(self, comm=None):
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+
+    def allreduce(self, array):
+        """Sum `array` over the processes, in place (through the host for a CuPy array)."""
+        if get_array_module(array) is np:
+            self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+            return array
+        host = np.ascontiguousarray(to_numpy(array))
+        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        array[...] = get_array_module(array).asarray(host)
+        return array
+
+    def broadcast(self, value, root=0):
+        """A picklable value (e.g. W as NumPy arrays) from `root` to every process."""
+        return self.comm.bcast(value, root=root)
+
+    def allgather(self, value):
+        return self.comm.allgather(value)
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def abort(self, code=1):
+        self.comm.Abort(code)
+
+
+class NCCLCommunicator(MPICommunicator):
+    """All-reduce of CuPy arrays by NCCL between the GPUs; everything else over MPI.
+
+    Rank 0 makes NCCL's unique id and hands it out over MPI; process r uses GPU r modulo the
+    GPUs of its machine."""
+    name = "NCCL"
+
+    def __init__(self, comm=None, nccl=None):
+        super().__init__(comm)
+        import cupy
+        if nccl is None:
+            from cupy.cuda import nccl
+        self.cupy, self.nccl = cupy, nccl
+        cupy.cuda.Device(self.local_rank() % cupy.cuda.runtime.getDeviceCount()).use()
+        unique_id = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
+        self.communicator = nccl.NcclCommunicator(self.size, unique_id, self.rank)
+
+    def local_rank(self):
+        """This process's index among the processes of its machine."""
+        local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        return local.Get_rank()
+
+    def allreduce(self, array):
+        types = {np.dtype(np.float32): self.nccl.NCCL_FLOAT32,
+                 np.dtype(np.float64): self.nccl.NCCL_FLOAT64}
+        stream = self.cupy.cuda.get_current_stream()
+        self.communicator.allReduce(array.data.ptr, array.data.ptr, array.size,
+                                    types[np.dtype(array.dtype)], self.nccl.NCCL_SUM, stream.ptr)
+        return array
+
+
+def launched_by_mpi():
+    """True when this process was started by mpiexec/mpirun (MPICH, Open MPI, Intel MPI)."""
+    return any(variable in os.environ for variable in MPI_VARIABLES)
+
+
+def init(backend="numpy"):
+    """The communicator for this process: SingleProcess unless started by mpiexec; then MPI
+    on the CPU backend and NCCL on the GPU. One-line BackendError when the extra is missing."""
+    if not launched_by_mpi():
+        return SingleProcess()
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        raise BackendError("started by mpiexec, but mpi4py is missing: pip install -e \".[mpi]\" "
+                           "(mpi4py and an MPI library)") from None
+    communicator = MPICommunicator()
+    if communicator.size == 1 or backend == "numpy":
+        return communicator
+    try:
+        from cupy.cuda import nccl  # noqa: F401
+    except ImportError:
+        raise BackendError("--backend cupy over several processes needs NCCL: pip install "
+                           "nvidia-nccl-cu12 (CuPy loads it)") from None
+    return NCCLCommunicator()
+
+
+def buckets(parameters, bucket_bytes=BUCKET_BYTES):
+    """The parameters in order, cut into runs of about bucket_bytes of gradient each."""
+    groups, current, size = [], [], 0
+    for p in parameters:
+        current.append(p)
+        size += p.data.nbytes
+        if size >= bucket_bytes:
+            groups.append(current)
+            current, size = [], 0
+    return groups + ([current] if current else [])
+
+
+def average_gradients(parameters, comm, bucket_bytes=BUCKET_BYTES):
+    """Replace every parameter's gradient by its mean over the processes, bucket by bucket:
+    flatten the bucket's gradients into one array, all-reduce it, divide, unflatten. A missing
+    gradient counts as zeros (every process must send the same buckets)."""
+    if comm.size == 1:
+        return
+    for bucket in buckets([p for p in parameters if p.requires_grad], bucket_bytes):
+        xp = get_array_module(bucket[0].data)
+        flat = xp.concatenate([(p.grad if p.grad is not None else xp.zeros_like(p.data)).ravel()
+                               for p in bucket])
+        comm.allreduce(flat)
+        flat /= comm.size
+        offset = 0
+        for p in bucket:
+            p.grad = flat[offset:offset + p.data.size].reshape(p.data.shape)
+            offset += p.data.size
+
+
+def share_of_mean(masks, comm, ignore_index=255):
+    """The factor that turns this process's mean loss over its labelled pixels into its share
+    of the global batch's mean: local count * processes / global count. With it, the mean of
+    the processes' gradients is the gradient of the one-process loss, void pixels or not."""
+    if comm.size == 1:
+        return 1.0
+    local = np.array([float((to_numpy(masks) != ignore_index).sum())])
+    total = comm.allreduce(local.copy())[0]
+    return float(local[0] * comm.size / total) if total > 0 else 1.0
+
+
+def set_batch_norm(model, comm=None, group_size=None):
+    """Make every BatchNorm2d of model compute its training statistics over all processes
+    (comm, --sync-bn) or over groups of group_size images (--bn-group); None: the default,
+    statistics over the batch each process sees."""
+    from .nn import BatchNorm2d
+    for module in model.modules():
+        if isinstance(module, BatchNorm2d):
+            module.comm = comm if comm is not None and comm.size > 1 else None
+            module.group_size = group_size
