@@ -10,21 +10,23 @@ import json
 import os
 import sys
 
+import tinyseg  # noqa: F401  (before NumPy: it sets OpenBLAS's thread timeout, see tinyseg/__init__.py)
 import numpy as np
 
-from tinyseg import cudnn
-from tinyseg.backend import BackendError, get_backend, keep_freed_memory
+from tinyseg.backend import BackendError, device_name
+from tinyseg.cli import add_backend_arguments, setup_backend
 from tinyseg.data import DATASET_NAMES, DataError, build_dataset
-from tinyseg.evaluation import Progress, evaluate, format_report, parse_scales, save_prediction
+from tinyseg.evaluation import evaluate, format_report, parse_scales, save_prediction
 from tinyseg.nn import StateDictError
-from tinyseg.training import model_from_checkpoint
+from tinyseg.progress import Progress
+from tinyseg.run import model_from_checkpoint, read_run_settings
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a .npz written by train.py")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="CPU or GPU arrays")
+    add_backend_arguments(p)
     p.add_argument("--dataset", default=None, choices=DATASET_NAMES,
                    help="default: the one the run was trained on (its config.json)")
     p.add_argument("--data-root", default=None,
@@ -70,15 +72,6 @@ def class_subset(text, class_names):
     return [class_names.index(n) for n in names]
 
 
-def run_settings(checkpoint):
-    """The training settings saved beside the checkpoint (config.json), or {}."""
-    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -89,13 +82,9 @@ def main(argv=None):
             check_writable(args.json)
         if args.long_side is not None and args.long_side < 1:
             raise ValueError(f"--long-side must be a positive number of pixels, got {args.long_side}")
-        xp = get_backend(args.backend)
-        if args.backend == "numpy":
-            keep_freed_memory()  # steps reuse freed memory instead of faulting in new pages
-        elif cudnn.enabled():
-            cudnn.library()  # TINYSEG_CUDNN=1: a missing cuDNN stops the run here, in one line
+        xp = setup_backend(args)
         model, meta = model_from_checkpoint(args.checkpoint)
-        trained = run_settings(args.checkpoint)
+        trained = read_run_settings(args.checkpoint)
         name = args.dataset or trained.get("dataset")
         root = args.data_root or trained.get("data_root")
         if name is None or root is None:
@@ -106,7 +95,7 @@ def main(argv=None):
         if dataset.num_classes != model.num_classes:
             raise ValueError(f"{args.checkpoint} predicts {model.num_classes} classes, "
                              f"{name} has {dataset.num_classes}")
-        model.to("cuda" if xp.__name__ == "cupy" else "cpu")
+        model.to(device_name(xp))
 
         def save_pictures(i, image, mask, prediction):
             save_prediction(args.save_dir, dataset.ids[i], image, mask, prediction, dataset.palette,

@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tinyseg import pca  # noqa: E402
+from tinyseg.blocks import VOID_MODES  # noqa: E402
 from tinyseg.data import DataError, build_dataset  # noqa: E402
 from tinyseg import metrics  # noqa: E402
 from tinyseg.metrics import ConfusionMatrix  # noqa: E402
@@ -140,7 +141,7 @@ def main():
     parser.add_argument("--val-split", default="val")
     parser.add_argument("--ratios", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--dims", type=int, nargs="+", default=[32, 64, 128])
-    parser.add_argument("--voids", nargs="+", choices=pca.VOID_MODES, default=list(pca.VOID_MODES),
+    parser.add_argument("--voids", nargs="+", choices=VOID_MODES, default=list(VOID_MODES),
                         help="void rules to compare; the first is used for the other ratios")
     parser.add_argument("--void-ratios", type=int, nargs="*", default=[16],
                         help="ratios at which every --voids rule is fitted")

@@ -26,7 +26,7 @@ from tinyseg import nn
 from tinyseg.autograd import Tensor, no_grad
 from tinyseg.backend import to_numpy
 from tinyseg.optim import SGD, PolyLR
-from tinyseg.pca import IGNORE_INDEX, encode_blocks, onehot_blocks
+from tinyseg.blocks import IGNORE_INDEX, encode_blocks, onehot_blocks
 
 
 class BlockAutoencoder(nn.Module):
@@ -106,7 +106,7 @@ def fit_autoencoder(blocks, num_classes, W, mean, hidden=256, iters=2000, batch_
 
 def autoencoder_oracle(mask, model, ratio, num_classes):
     """(H, W) labels -> (H, W): encode every block, decode it, argmax (as metrics.dupsampling_oracle)."""
-    from tinyseg.pca import blocks_to_labels
+    from tinyseg.blocks import blocks_to_labels
 
     blocks, grid, _ = encode_blocks(mask, ratio, num_classes)
     v = onehot_blocks(blocks, num_classes, IGNORE_INDEX)

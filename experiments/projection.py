@@ -27,7 +27,7 @@ from common import (VOC_ANIMALS, VOC_MASKS, experiment_main, fitted_projection, 
                     read_json, scores, write_json)
 from tinyseg.data import build_dataset
 from tinyseg.metrics import ConfusionMatrix, bilinear_oracle, dupsampling_oracle
-from tinyseg.pca import IGNORE_INDEX, blocks_to_labels, encode_blocks, onehot_blocks
+from tinyseg.blocks import IGNORE_INDEX, blocks_to_labels, encode_blocks, onehot_blocks
 from tinyseg.training import load_checkpoint
 
 

@@ -119,6 +119,24 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_data, project
     assert losses[0] == losses[1]
 
 
+def test_impl_reference_trains_and_resume_may_switch_it(tiny_data, projection, tmp_path):
+    """--impl only changes which version of the ops runs: a run records it, --resume may change
+    it, evaluate.py takes it too."""
+    out = tmp_path / "r"
+    first = run("train.py", "--data-root", tiny_data, "--projection", projection, "--out", out,
+                "--iters", 2, "--stop-at", 1, "--val-every", 0, "--impl", "reference", *TINY)
+    assert first.returncode == 0, first.stderr
+    assert json.loads((out / "config.json").read_text())["impl"] == "reference"
+    resumed = run("train.py", "--out", out, "--resume", "--impl", "fast")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stdout and "ignored" not in resumed.stdout
+    assert json.loads((out / "config.json").read_text())["impl"] == "fast"
+    assert load_checkpoint(str(out / "last.npz"))[2]["iteration"] == 2
+    scored = run("evaluate.py", "--checkpoint", out / "last.npz", "--max-images", 1,
+                 "--impl", "reference")
+    assert scored.returncode == 0 and "mIoU" in scored.stdout, scored.stderr
+
+
 def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_data, projection, tmp_path):
     out = tmp_path / "killed"
     args = ["--data-root", tiny_data, "--out", out, "--projection", projection,

@@ -1,4 +1,5 @@
-"""tinyseg.pca: the PCA fit of W (Sec. 3.1), its void rules, saving, the CLI; and the upper
+"""tinyseg.blocks (the block contract: blocks, void rules, one-hot, the class-major order) and
+tinyseg.pca: the PCA fit of W (Sec. 3.1), saving, the CLI; and the upper
 bounds of tinyseg.metrics that judge the fitted W (dupsampling_oracle vs bilinear_oracle)."""
 import subprocess
 import sys
@@ -7,7 +8,9 @@ import numpy as np
 import pytest
 
 import tinyseg.functional as F
+from tinyseg import blocks as contract
 from tinyseg import metrics, pca
+from tinyseg.backend import to_numpy
 from tinyseg.metrics import ConfusionMatrix
 
 C, R = 4, 4  # small problems: N = R*R*C = 64
@@ -40,8 +43,8 @@ def all_fitting_vectors(masks, num_classes, ratio, void):
     """Every block the fit sees, one-hot, all at once: (B, N) float64 in DUpsampling's order."""
     vectors = []
     for mask in masks:
-        blocks, _, valid = pca.encode_blocks(mask, ratio, num_classes, void)
-        vectors.append(pca.onehot_blocks(blocks[valid], num_classes, dtype=np.float64))
+        blocks, _, valid = contract.encode_blocks(mask, ratio, num_classes, void)
+        vectors.append(contract.onehot_blocks(blocks[valid], num_classes, dtype=np.float64))
     return np.concatenate(vectors)
 
 
@@ -54,35 +57,46 @@ def masks(rng):
 def test_label_blocks_order_matches_space_to_depth(masks):
     """One-hot block vectors are exactly space_to_depth of the one-hot map (index (i*r+j)*C + c)."""
     mask = masks[0]
-    blocks, (gh, gw) = pca.label_blocks(mask, R)
-    padded = pca.pad_to_multiple(mask, R)
+    blocks, (gh, gw) = contract.label_blocks(mask, R)
+    padded = contract.pad_to_multiple(mask, R)
     onehot_map = (padded[None, None] == np.arange(C)[None, :, None, None]).astype(np.float64)
     expected = F.space_to_depth(onehot_map, R).data[0]              # (N, gh, gw)
     expected = expected.reshape(R * R * C, gh * gw).T               # (gh*gw, N)
-    np.testing.assert_array_equal(pca.onehot_blocks(blocks, C, dtype=np.float64), expected)
-    np.testing.assert_array_equal(pca.blocks_to_labels(blocks, (gh, gw), R, mask.shape), mask)
+    np.testing.assert_array_equal(contract.onehot_blocks(blocks, C, dtype=np.float64), expected)
+    np.testing.assert_array_equal(contract.blocks_to_labels(blocks, (gh, gw), R, mask.shape), mask)
 
 
 def test_fill_void_nearest_is_a_breadth_first_fill():
     mask = np.full((3, 7), 255, dtype=np.uint8)
     mask[1, 0], mask[1, 6] = 1, 2
-    filled = pca.fill_void_nearest(mask, steps=2)
+    filled = contract.fill_void_nearest(mask, steps=2)
     expected = np.array([[1, 1, 255, 255, 255, 2, 2],
                          [1, 1, 1, 255, 2, 2, 2],
                          [1, 1, 255, 255, 255, 2, 2]])
     np.testing.assert_array_equal(filled, expected)
-    assert (pca.fill_void_nearest(mask, steps=3)[1] == [1, 1, 1, 1, 2, 2, 2]).all()  # tie: left
+    filled = contract.fill_void_nearest(mask, steps=3)
+    assert (filled[1] == [1, 1, 1, 1, 2, 2, 2]).all()  # tie: left
 
 
 def test_impute_void_takes_the_most_frequent_class_of_the_block():
     blocks = np.array([[3, 3, 1, 255], [255, 255, 255, 255], [2, 255, 1, 0]], dtype=np.uint8)
-    np.testing.assert_array_equal(pca.impute_void(blocks, 4),
+    np.testing.assert_array_equal(contract.impute_void(blocks, 4),
                                   [[3, 3, 1, 3], [255, 255, 255, 255], [2, 0, 1, 0]])
 
 
-@pytest.mark.parametrize("void", pca.VOID_MODES)
+def test_class_major_order_is_the_one_permutation(xp):
+    """v[class_major_order] lists class 0's r*r pixels, then class 1's, ...; block_order undoes it."""
+    v = xp.arange(R * R * C)                                   # index (i*r + j)*C + c
+    by_class = v.reshape(R * R, C).T.ravel()                   # (c, p) by hand
+    order = contract.class_major_order(R, C, xp)
+    np.testing.assert_array_equal(to_numpy(v[order]), to_numpy(by_class))
+    back = v[order][contract.block_order(R, C, xp)]
+    assert bool((back == v).all())
+
+
+@pytest.mark.parametrize("void", contract.VOID_MODES)
 def test_encode_blocks_validity(masks, void):
-    blocks, _, valid = pca.encode_blocks(masks[0], R, C, void)
+    blocks, _, valid = contract.encode_blocks(masks[0], R, C, void)
     is_void = blocks == 255
     assert not is_void[valid].all(axis=1).any()            # an all-void block is never fitted
     if void == "skip":
@@ -92,13 +106,13 @@ def test_encode_blocks_validity(masks, void):
 
 
 # ---------------------------------------------------------------- the fit
-@pytest.mark.parametrize("void", pca.VOID_MODES)
+@pytest.mark.parametrize("void", contract.VOID_MODES)
 def test_streaming_moments_equal_all_blocks_at_once(masks, void):
     moments = pca.BlockMoments(C, R, void, chunk_pixels=100)  # many small chunks
     for mask in masks:
         moments.update(mask)
     count, mean, covariance = moments.statistics()
-    order = pca.block_order(R, C)                              # class-major -> block order
+    order = contract.block_order(R, C)                         # class-major -> block order
     vectors = all_fitting_vectors(masks, C, R, void)
     assert count == len(vectors)
     np.testing.assert_allclose(mean[order], vectors.mean(axis=0), atol=1e-12)
@@ -106,7 +120,7 @@ def test_streaming_moments_equal_all_blocks_at_once(masks, void):
                                np.cov(vectors, rowvar=False, bias=True), atol=1e-12)
 
 
-@pytest.mark.parametrize("void", pca.VOID_MODES)
+@pytest.mark.parametrize("void", contract.VOID_MODES)
 def test_error_is_the_sum_of_the_discarded_eigenvalues(masks, void):
     dim = 10
     W, mean, meta = pca.fit_projection(masks, C, R, dim, void)
@@ -114,7 +128,7 @@ def test_error_is_the_sum_of_the_discarded_eigenvalues(masks, void):
     vectors = all_fitting_vectors(masks, C, R, void)
     eigenvalues = np.linalg.eigvalsh(np.cov(vectors, rowvar=False, bias=True))[::-1]
     np.testing.assert_allclose(meta["explained_variance"], eigenvalues[:dim], atol=1e-10)
-    restored = pca.decompress(pca.compress(vectors, W, mean), W, mean)
+    restored = contract.decompress(contract.compress(vectors, W, mean), W, mean)
     error = ((vectors - restored) ** 2).sum(axis=1).mean()
     np.testing.assert_allclose(error, eigenvalues[dim:].sum(), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(error, meta["total_variance"] - meta["explained_variance"].sum(),
@@ -141,9 +155,9 @@ def test_full_dimension_reconstructs_exactly(masks):
     """C~ = N: W is square and orthogonal, so decompress(compress(v)) = v; argmax = the label."""
     W, mean, _ = pca.fit_projection(masks, C, R, R * R * C, "zero")
     for mask in masks[:3]:
-        blocks, _, _ = pca.encode_blocks(mask, R, C, "zero")
-        onehot = pca.onehot_blocks(blocks, C, dtype=np.float64)
-        np.testing.assert_allclose(pca.decompress(pca.compress(onehot, W, mean), W, mean),
+        blocks, _, _ = contract.encode_blocks(mask, R, C, "zero")
+        onehot = contract.onehot_blocks(blocks, C, dtype=np.float64)
+        np.testing.assert_allclose(contract.decompress(contract.compress(onehot, W, mean), W, mean),
                                    onehot, atol=1e-10)
         restored = metrics.dupsampling_oracle(mask, W, mean, R, "nearest")
         labelled = mask != 255
@@ -153,11 +167,11 @@ def test_full_dimension_reconstructs_exactly(masks):
 def test_oracle_decodes_like_dupsample(masks):
     """The oracle's decoding v~ = W x + mean is DUpsampling's (tinyseg.functional.dupsample)."""
     W, mean, _ = pca.fit_projection(masks, C, R, 12)
-    blocks, (gh, gw), _ = pca.encode_blocks(masks[1], R, C)
-    x = pca.compress(pca.onehot_blocks(blocks, C), W, mean)                # (gh*gw, C~)
-    features = x.T.reshape(1, -1, gh, gw)                                  # (1, C~, gh, gw)
-    scores = F.dupsample(features, W, mean, R).data[0]                     # (C, gh*r, gw*r)
-    restored = pca.decompress(x, W, mean).reshape(gh, gw, R, R, C)         # (gh, gw, i, j, c)
+    blocks, (gh, gw), _ = contract.encode_blocks(masks[1], R, C)
+    x = contract.compress(contract.onehot_blocks(blocks, C), W, mean)        # (gh*gw, C~)
+    features = x.T.reshape(1, -1, gh, gw)                                    # (1, C~, gh, gw)
+    scores = F.dupsample(features, W, mean, R).data[0]                       # (C, gh*r, gw*r)
+    restored = contract.decompress(x, W, mean).reshape(gh, gw, R, R, C)      # (gh, gw, i, j, c)
     restored = restored.transpose(4, 0, 2, 1, 3).reshape(C, gh * R, gw * R)  # (c, gh*i, gw*j)
     np.testing.assert_allclose(scores, restored, atol=1e-12)
 
@@ -165,7 +179,7 @@ def test_oracle_decodes_like_dupsample(masks):
 def test_bilinear_oracle_matches_torch(masks):
     torch = pytest.importorskip("torch")
     for mask in masks[:3]:
-        padded = torch.from_numpy(pca.pad_to_multiple(mask, R).astype(np.int64))
+        padded = torch.from_numpy(contract.pad_to_multiple(mask, R).astype(np.int64))
         onehot = (padded[None, None] == torch.arange(C)[None, :, None, None]).double()
         fractions = torch.nn.functional.avg_pool2d(onehot, R)
         scores = torch.nn.functional.interpolate(fractions, scale_factor=R, mode="bilinear",

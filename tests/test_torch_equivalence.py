@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from tinyseg import nn, no_grad, optim
-from tinyseg.backend import to_numpy
+from tinyseg.backend import device_name, to_numpy
 from tinyseg.models import build_model
 
 REFERENCE_FILE = os.path.join(os.path.dirname(__file__), "..", "bench", "torch_reference.py")
@@ -128,7 +128,7 @@ def torch_sgd(reference_model, model):
 def check_step_and_eval(reference, xp, case, dtype, n, tol, grad_floor):
     """One training step and one eval forward of tinyseg and torch; assert they agree."""
     rng = np.random.default_rng(sum(map(ord, case_id(case))))
-    model = random_model(case, rng, dtype, "cpu" if xp is np else "cuda")
+    model = random_model(case, rng, dtype, device_name(xp))
     twin = reference.from_tinyseg(model)
     images, masks = batch(rng, n, dtype)
     opt = optim.SGD(model.param_groups(WEIGHT_DECAY), lr=LR, momentum=MOMENTUM)

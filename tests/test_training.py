@@ -1,7 +1,7 @@
 """Pieces of the training loop tested on their own (the loop itself: tests/test_cli.py)."""
 import pytest
 
-from tinyseg.training import RecentRate
+from tinyseg.progress import RecentRate
 
 
 def test_recent_rate_forgets_a_slow_start():

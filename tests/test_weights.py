@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinyseg import no_grad
-from tinyseg.backend import to_numpy
+from tinyseg.backend import device_name, to_numpy
 from tinyseg.models import ResNet, Xception, resnet50
 from tinyseg.nn import StateDictError
 from tinyseg.weights import load_pretrained, read_safetensors, read_state_dict
@@ -192,7 +192,7 @@ def assert_same_output(tiny_model, torch_model, xp, shape=(2, 3, 37, 29), tol=1e
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(x)).numpy()
-    tiny_model.to("cpu" if xp is np else "cuda").eval()
+    tiny_model.to(device_name(xp)).eval()
     with no_grad():
         actual, _ = tiny_model(xp.asarray(x))
     actual = to_numpy(actual.data)

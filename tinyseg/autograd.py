@@ -98,10 +98,6 @@ class Tensor:
     def device(self):
         return device_of(self.data)
 
-    @property
-    def is_leaf(self):
-        return self.creator is None
-
     def __len__(self):
         return len(self.data)
 

@@ -74,9 +74,15 @@ def as_strided(array, shape, strides):
     return cupy.lib.stride_tricks.as_strided(array, shape, strides)
 
 
+def device_name(xp):
+    """The device an array module computes on: "cpu" for numpy, "cuda" for cupy (for to_device
+    and Module.to)."""
+    return "cpu" if xp is np else "cuda"
+
+
 def device_of(array):
     """"cuda" for a CuPy array, "cpu" otherwise."""
-    return "cuda" if get_array_module(array) is not np else "cpu"
+    return device_name(get_array_module(array))
 
 
 def to_device(array, device):

@@ -8,7 +8,6 @@ The paper's test protocol averages class probabilities over several input scales
 mIoU is then read from a confusion matrix accumulated over the whole split (tinyseg.metrics).
 """
 import os
-import time
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -162,30 +161,3 @@ def format_report(confusion, class_names):
     lines.append(f"{'mIoU':<{width}}  {100 * confusion.miou():5.2f}")
     lines.append(f"{'pixel acc.':<{width}}  {100 * confusion.pixel_accuracy():5.2f}")
     return "\n".join(lines)
-
-
-class Progress:
-    """A one-line progress printer with rate and ETA, printing at most every `every` seconds."""
-
-    def __init__(self, label, every=2.0, stream=None):
-        self.label, self.every, self.stream = label, every, stream
-        self.start = self.last = time.time()
-
-    def __call__(self, done, total):
-        now = time.time()
-        if now - self.last < self.every and done < total:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        print(f"{self.label}: {done}/{total} ({rate:.1f}/s, ETA {format_seconds(eta)})",
-              file=self.stream, flush=True)
-
-
-def format_seconds(seconds):
-    if seconds == float("inf"):
-        return "?"
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-

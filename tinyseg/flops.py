@@ -34,7 +34,7 @@ import numpy as np
 from . import functional
 from .autograd import Tensor, no_grad
 from .backend import get_array_module
-from .functional.conv import conv_output_size
+from .functional.conv import as_pair, conv_output_size
 from .nn import Module
 
 GROUP_ORDER = ("backbone", "encoder", "decoder")
@@ -49,10 +49,6 @@ class Record:
 
     def __repr__(self):
         return f"Record({self.module!r}, {self.kind}, {self.shape}, {self.macs})"
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 @contextlib.contextmanager
@@ -72,7 +68,8 @@ def _counting(model, records):
     def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         n, c_in, h, w = input.shape
         c_out, c_group, kh, kw = weight.shape
-        (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+        (sh, sw), (ph, pw) = as_pair(stride, "stride"), as_pair(padding, "padding")
+        dh, dw = as_pair(dilation, "dilation")
         shape = (n, c_out, conv_output_size(h, kh, sh, ph, dh), conv_output_size(w, kw, sw, pw, dw))
         kind = "depthwise" if groups > 1 and groups == c_in == c_out else "conv"
         records.append(Record(stack[-1], kind, shape, np.prod(shape) * c_group * kh * kw))
@@ -116,7 +113,7 @@ def count(model, size=(512, 512), batch=1, channels=3):
     """
     if not isinstance(model, Module):
         raise ValueError(f"count() needs a tinyseg Module, got {type(model).__name__}")
-    height, width = _pair(size)
+    height, width = as_pair(size, "size")
     first = next(model.parameters(), None)
     xp = np if first is None else get_array_module(first.data)  # the model's device
     records = []

@@ -21,7 +21,7 @@ from 1/r of its resolution at best? Feed it the ideal low-resolution input, comp
 label map itself, and score the result against that label map:
 
 * dupsampling_oracle: each r x r block compressed to x = W^T (v - mean), decoded by
-  v~ = W x + mean (tinyseg.pca), argmax per pixel;
+  v~ = W x + mean (tinyseg.blocks), argmax per pixel;
 * bilinear_oracle: each block's class fractions, bilinearly upsampled by r, argmax.
 
 The paper measures mIoU* differently, by training a small CNN fed the labels, so its numbers
@@ -32,8 +32,8 @@ import numpy as np
 from .autograd import Tensor, no_grad
 from .backend import to_numpy
 from .functional.resize import interpolate
-from .pca import (IGNORE_INDEX, blocks_to_labels, compress, decompress, encode_blocks,
-                  onehot_blocks)
+from .blocks import (IGNORE_INDEX, blocks_to_labels, compress, decompress, encode_blocks,
+                     onehot_blocks)
 
 
 def confusion_matrix(pred, target, num_classes, ignore_index=IGNORE_INDEX):
@@ -108,7 +108,7 @@ def dupsampling_oracle(mask, W, mean, ratio, void="nearest", ignore_index=IGNORE
 
     W: (r*r*C, C~), mean: (r*r*C,) from tinyseg.pca. What a network would score if it output
     exactly the compressed labels x = P (v - mean) (Eq. 4's target). The mask is encoded with
-    the void rule W was fitted with (tinyseg.pca); it is padded with void to multiples of r and
+    the void rule W was fitted with (tinyseg.blocks); it is padded with void to multiples of r and
     the result cropped back.
     """
     num_classes = W.shape[0] // (ratio * ratio)
@@ -124,7 +124,7 @@ def bilinear_oracle(mask, ratio, num_classes, void="nearest", ignore_index=IGNOR
 
     What a network would score if it output the class fractions of each block and bilinear
     upsampling (align_corners=False, Eq. 1) restored the full resolution. Void pixels are
-    encoded by the same rules as for DUpsampling (`void`, tinyseg.pca) before averaging.
+    encoded by the same rules as for DUpsampling (`void`, tinyseg.blocks) before averaging.
     """
     blocks, grid, _ = encode_blocks(mask, ratio, num_classes, void, ignore_index)
     onehot = onehot_blocks(blocks, num_classes, ignore_index)       # (B, r*r*C)

@@ -1,18 +1,10 @@
-"""Fitting DUpsampling's reconstruction matrix W by PCA (`python -m tinyseg.pca`).
+"""Fitting DUpsampling's reconstruction matrix W by PCA (paper Sec. 3.1, Eqs. (2)-(3)).
 
-Paper Sec. 3.1, Eqs. (2)-(3). A label map (H, W) is cut into r x r blocks and each block is
-one-hot encoded as a vector v in {0, 1}^N, N = r*r*C, in the order DUpsampling decodes it
-(tinyseg.functional.dupsample; class fastest):
-
-    v[(i*r + j)*C + c] = 1   when the block's pixel at row i, column j has class c.
-
-Compression and reconstruction are linear (Eq. 2, with the mean offset the paper mentions):
-
-    x = P (v - mean),   v~ = W x + mean,   P = W^T,   W: (N, C~) with orthonormal columns.
-
-The W minimising sum_v ||v - v~||^2 (Eq. 3) holds the C~ leading eigenvectors of the covariance
-of v over the training blocks (PCA); the mean error per block is the sum of the N - C~
-eigenvalues left out.
+The label blocks and their vectors v (N = r*r*C, DUpsampling's order), the void rules and
+Eq. 2's x = P (v - mean), v~ = W x + mean are the block contract of tinyseg/blocks.py. The W
+minimising sum_v ||v - v~||^2 (Eq. 3) holds the C~ leading eigenvectors of the covariance of v
+over the training blocks (PCA); the mean error per block is the sum of the N - C~ eigenvalues
+left out. The command line, `python -m tinyseg.pca`, is tinyseg/pca_cli.py.
 
 Streaming fit. The fit never holds all blocks: it accumulates, in float64, the number of
 blocks n, the sum s = sum v and the second moment M = sum v v^T, then
@@ -25,141 +17,27 @@ mask of the block's pixels of class c. In class-major order (index c*r*r + p, p 
 of the blocks as rows: one float32 matmul per pair of classes, over only the blocks holding
 both classes. A block of a single class c (three in four on VOC at r = 16) adds the all-ones
 tile to (c, c), so those are only counted. The PCA runs in class-major order; W and the mean
-are then permuted into DUpsampling's order (permuting coordinates does not change a PCA).
-
-Void (255), `void=` (docs/pca.md compares them on VOC val):
-  "nearest" (default): a void pixel within NEAREST_STEPS 4-neighbour steps of a labelled pixel
-            takes the label of the nearest one; farther void is encoded as "zero". This
-            closes VOC's 5-pixel void borders along the middle, where the boundary really is.
-  "impute": a void pixel takes the most frequent class of its r x r block.
-  "zero":   a void pixel contributes no class (an all-zero class vector at its position).
-  "skip":   blocks containing any void are left out of the fit (and encoded as "zero").
-A block that is still entirely void (e.g. padding) carries no label and is never fitted. Masks
-whose sides are not multiples of r are padded with void.
+are then permuted into DUpsampling's order (blocks.block_order; permuting coordinates does not
+change a PCA).
 
 How well the fitted W can reconstruct labels (Table 1's upper bound) is measured by
 tinyseg.metrics.dupsampling_oracle, against bilinear_oracle.
 """
-import argparse
 import json
 import os
 import sys
-import time
 import warnings
 import zipfile
 
 import numpy as np
 
-IGNORE_INDEX = 255
-VOID_MODES = ("nearest", "impute", "zero", "skip")
-NEAREST_STEPS = 8  # how far "nearest" fills void, in 4-neighbour steps
+# The block contract, used here and re-exported: `from tinyseg.pca import encode_blocks` works.
+from .blocks import (IGNORE_INDEX, NEAREST_STEPS, VOID_MODES, block_order,  # noqa: F401
+                     blocks_to_labels, class_major_order, compress, decompress, encode_blocks,
+                     fill_void_nearest, impute_void, label_blocks, onehot_blocks, pad_to_multiple)
+
 SOLVERS = ("auto", "eigh", "subspace")
 EIGH_MAX_DIM = 2048  # "auto" solver: exact eigh up to this N, subspace iteration above
-
-
-# ----------------------------------------------------------------- blocks of a label map
-def pad_to_multiple(mask, ratio, ignore_index=IGNORE_INDEX):
-    """(H, W) -> (gh*r, gw*r), gh = ceil(H / r), gw = ceil(W / r): void added below and right."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"expected a label map of shape (H, W), got shape {mask.shape}")
-    height, width = mask.shape
-    padded = np.full((-(-height // ratio) * ratio, -(-width // ratio) * ratio), ignore_index,
-                     dtype=mask.dtype)
-    padded[:height, :width] = mask
-    return padded
-
-
-def label_blocks(mask, ratio, ignore_index=IGNORE_INDEX):
-    """mask: (H, W) labels -> blocks: (gh*gw, r*r) labels and the grid (gh, gw).
-
-    The mask is padded with void to (gh*r, gw*r); blocks run row by row over the grid and
-    the pixels of a block run i*r + j (row offset i, column offset j).
-    """
-    padded = pad_to_multiple(mask, ratio, ignore_index)
-    grid = (padded.shape[0] // ratio, padded.shape[1] // ratio)
-    blocks = padded.reshape(grid[0], ratio, grid[1], ratio)  # (gh, i, gw, j)
-    blocks = blocks.transpose(0, 2, 1, 3)                    # (gh, gw, i, j)
-    return blocks.reshape(grid[0] * grid[1], ratio * ratio), grid
-
-
-def blocks_to_labels(blocks, grid, ratio, size):
-    """Inverse of label_blocks: (gh*gw, r*r) -> (H, W), cropping the padding back to `size`."""
-    labels = blocks.reshape(grid[0], grid[1], ratio, ratio)    # (gh, gw, i, j)
-    labels = labels.transpose(0, 2, 1, 3)                      # (gh, i, gw, j)
-    labels = labels.reshape(grid[0] * ratio, grid[1] * ratio)  # (H_pad, W_pad)
-    return labels[:size[0], :size[1]]
-
-
-def impute_void(blocks, num_classes, ignore_index=IGNORE_INDEX):
-    """Replace each void pixel by its block's most frequent class; all-void blocks stay void.
-
-    blocks: (B, r*r) labels -> (B, r*r) labels. Ties go to the smaller class id.
-    """
-    void = blocks == ignore_index
-    if not void.any():
-        return blocks
-    rows = np.broadcast_to(np.arange(len(blocks))[:, None], blocks.shape)  # (B, r*r)
-    counts = np.bincount(rows[~void] * num_classes + blocks[~void],
-                         minlength=len(blocks) * num_classes)
-    most_frequent = counts.reshape(len(blocks), num_classes).argmax(axis=1)  # (B,)
-    filled = np.where(void, most_frequent[:, None], blocks).astype(blocks.dtype)
-    return np.where(void.all(axis=1, keepdims=True), blocks, filled)
-
-
-def fill_void_nearest(mask, steps=NEAREST_STEPS, ignore_index=IGNORE_INDEX):
-    """(H, W) -> (H, W): void within `steps` 4-neighbour steps of a label takes the nearest label.
-
-    A breadth-first fill, one step per round: a void pixel next to a pixel labelled in the
-    previous round takes its label (ties: the neighbour above, below, left, right, in that order).
-    """
-    filled = np.array(mask)
-    # (destination, source) slices: the pixel and its neighbour above, below, left, right
-    neighbours = [((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
-                  ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
-                  ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-                  ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))]
-    for _ in range(steps):
-        if not (filled == ignore_index).any():
-            break
-        previous = filled.copy()
-        for destination, source in neighbours:
-            take = (filled[destination] == ignore_index) & (previous[source] != ignore_index)
-            filled[destination][take] = previous[source][take]
-    return filled
-
-
-def encode_blocks(mask, ratio, num_classes, void="nearest", ignore_index=IGNORE_INDEX):
-    """mask: (H, W) -> blocks: (B, r*r) labels after the void rule, grid (gh, gw), valid: (B,).
-
-    The one place the void rule is applied (see the module text), for fitting W and for
-    compressing labels alike. `valid` is False for the blocks the fit leaves out: those
-    still entirely void, and with void="skip" those holding any void. Void left in `blocks`
-    becomes an all-zero class vector in onehot_blocks.
-    """
-    if void not in VOID_MODES:
-        raise ValueError(f"void must be one of {VOID_MODES}, got {void!r}")
-    if void == "nearest":
-        padded = pad_to_multiple(mask, ratio, ignore_index)
-        mask = fill_void_nearest(padded, ignore_index=ignore_index)
-    blocks, grid = label_blocks(mask, ratio, ignore_index)
-    if void == "impute":
-        blocks = impute_void(blocks, num_classes, ignore_index)
-    is_void = blocks == ignore_index
-    valid = ~is_void.any(axis=1) if void == "skip" else ~is_void.all(axis=1)
-    return blocks, grid, valid
-
-
-def onehot_blocks(blocks, num_classes, ignore_index=IGNORE_INDEX, dtype=np.float32):
-    """blocks: (B, r*r) labels -> (B, r*r*C) one-hot vectors, index p*C + c; void -> zeros."""
-    labelled = (blocks != ignore_index)[:, :, None]                    # (B, r*r, 1)
-    onehot = (blocks[:, :, None] == np.arange(num_classes)) & labelled  # (B, r*r, C)
-    return onehot.reshape(len(blocks), -1).astype(dtype)
-
-
-def block_order(ratio, num_classes):
-    """Index array taking a class-major vector (c*r*r + p) to DUpsampling's order (p*C + c)."""
-    return np.arange(num_classes * ratio * ratio).reshape(num_classes, ratio * ratio).T.ravel()
 
 
 # ----------------------------------------------------------------- streaming moments
@@ -394,77 +272,12 @@ def _check_projection(W, mean, explained, meta, path):
                              f"num_classes={meta['num_classes']}, dim={meta['dim']}")
 
 
-# ----------------------------------------------------------------- compression (Eq. 2)
-def compress(onehot, W, mean):
-    """x = P (v - mean), P = W^T (Eq. 2).  onehot: (B, N) -> x: (B, C~)."""
-    return (onehot - mean) @ W
-
-
-def decompress(x, W, mean):
-    """v~ = W x + mean (Eq. 2).  x: (B, C~) -> (B, N)."""
-    return x @ W.T + mean
-
-
-# ----------------------------------------------------------------- command line
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m tinyseg.pca",
-        description="Fit DUpsampling's W and mean by PCA of a dataset's training masks.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="voc", help="voc, voc_aug, context, cityscapes, ...")
-    parser.add_argument("--data-root", required=True, help="the folder that holds VOCdevkit/ etc.")
-    parser.add_argument("--split", default="train", help="the split whose masks W is fitted on")
-    parser.add_argument("--ratio", type=int, default=16, help="upsampling ratio r (16 or 32)")
-    parser.add_argument("--dim", type=int, default=64, help="number of components C~")
-    parser.add_argument("--void", choices=VOID_MODES, default="nearest",
-                        help="how void (255) pixels are encoded (module docstring; docs/pca.md)")
-    parser.add_argument("--solver", choices=SOLVERS, default="auto",
-                        help="eigh: exact, all eigenpairs; subspace: the leading ones, faster; "
-                             f"auto: eigh up to N = {EIGH_MAX_DIM}")
-    parser.add_argument("--out", required=True, help="the .npz file to write")
-    args = parser.parse_args(argv)
-    from .data import DataError, build_dataset
-    try:
-        out_folder = os.path.dirname(os.path.abspath(args.out))
-        if not os.path.isdir(out_folder):
-            raise ValueError(f"output folder not found: {out_folder} (for --out {args.out})")
-        dataset = build_dataset(args.dataset, args.data_root, args.split, labels_only=True)
-        size = args.ratio ** 2 * dataset.num_classes
-        if args.ratio < 1 or not 1 <= args.dim <= size:
-            raise ValueError(f"need ratio >= 1 and 1 <= dim <= r*r*C = {size}, "
-                             f"got ratio={args.ratio}, dim={args.dim}")
-        print(f"pca: {len(dataset)} masks of {args.dataset}/{args.split}, r={args.ratio}, "
-              f"C={dataset.num_classes}, N={size}, C~={args.dim}, void={args.void}", flush=True)
-        start = time.time()
-        W, mean, meta = fit_projection(
-            (dataset.load_mask(i) for i in range(len(dataset))), dataset.num_classes,
-            args.ratio, args.dim, args.void, dataset.ignore_index,
-            progress=_progress_printer(len(dataset), start, size), solver=args.solver)
-        meta.update(dataset=args.dataset, split=args.split)
-        save_projection(args.out, W, mean, meta)
-    except (DataError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    explained = meta["explained_variance"].sum() / meta["total_variance"]
-    print(f"pca: fitted on {meta['num_blocks']} blocks in {time.time() - start:.1f} s; the "
-          f"{args.dim} components explain {100 * explained:.2f}% of the variance; wrote {args.out}")
-    return 0
+    """`python -m tinyseg.pca ...`: the command line of tinyseg/pca_cli.py."""
+    from .pca_cli import main as cli_main
 
+    return cli_main(argv)
 
-def _progress_printer(total, start, size, every=2.0):
-    """A progress(done) callback printing images done, rate and ETA every few seconds."""
-    last = [start]
-
-    def progress(done):
-        now = time.time()
-        if now - last[0] >= every or done == total:
-            last[0] = now
-            rate = done / max(now - start, 1e-9)
-            print(f"pca: {done}/{total} images, {rate:.0f} img/s, "
-                  f"ETA {(total - done) / rate:.0f} s", flush=True)
-        if done == total:
-            print(f"pca: eigenvectors of the {size} x {size} covariance ...", flush=True)
-    return progress
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,7 +24,8 @@ from .data.context import CONTEXT_CLASSES
 from .data.folder import read_classes
 from .data.transforms import EvalTransform
 from .data.voc import VOC_CLASSES, voc_palette
-from .evaluation import Progress, colorize, legend, parse_scales, predict
+from .evaluation import colorize, legend, parse_scales, predict
+from .progress import Progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CLASS_SETS = {"voc": (VOC_CLASSES, voc_palette), "context": (CONTEXT_CLASSES, voc_palette),
@@ -100,17 +101,18 @@ def overlay(photo, labels, names, palette, alpha=0.5):
 
 
 def main(argv=None):
-    from .backend import BackendError, get_backend, to_numpy
     from .autograd import no_grad
+    from .backend import BackendError, device_name, to_numpy
+    from .cli import add_backend_arguments, setup_backend
     from .nn import StateDictError
-    from .training import model_from_checkpoint
+    from .run import model_from_checkpoint, read_run_settings
 
     parser = argparse.ArgumentParser(prog="python predict.py", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files and/or folders of images")
     parser.add_argument("--checkpoint", required=True, help="a .npz written by train.py (or python -m tinyseg.tflite)")
     parser.add_argument("--out", required=True, help="folder for the label maps and overlays")
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    add_backend_arguments(parser)
     parser.add_argument("--scales", default="1.0", help="comma-separated test scales")
     parser.add_argument("--flip", action="store_true", help="also average over left-right flips")
     parser.add_argument("--long-side", type=int, default=None,
@@ -126,10 +128,10 @@ def main(argv=None):
             raise ValueError(f"--long-side must be a positive number of pixels, got {args.long_side}")
         images = find_images(args.images)
         stems = output_stems(images, args.out)
-        xp = get_backend(args.backend)
+        xp = setup_backend(args)
         model, meta = model_from_checkpoint(args.checkpoint)
-        model.to("cpu" if xp is np else "cuda").eval()
-        trained = _trained_settings(args.checkpoint)
+        model.to(device_name(xp)).eval()
+        trained = read_run_settings(args.checkpoint)
         names, palette = class_set(args.classes or DATASET_CLASSES.get(trained.get("dataset")),
                                    model.num_classes)
         if args.classes is None and len(meta.get("class_names") or ()) == model.num_classes:
@@ -167,18 +169,6 @@ def main(argv=None):
         progress(done, len(images))
     print(f"{len(images) - len(failed)} of {len(images)} images segmented into {args.out}")
     return 1 if failed else 0
-
-
-def _trained_settings(checkpoint):
-    """The run's settings (config.json beside the checkpoint), or {}."""
-    import json
-
-    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.json")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyseg import Tensor, no_grad
-from tinyseg.backend import to_numpy
+from tinyseg.backend import device_name, to_numpy
 from tinyseg.gradcheck import gradcheck
 from tinyseg.models import (Bottleneck, ResNet, Xception, XceptionModule, build_backbone, resnet50,
                             resnet101, tiny_resnet, tiny_xception, xception65)
@@ -25,15 +25,11 @@ TINY = {
 }
 
 
-def device_of(xp):
-    return "cpu" if xp is np else "cuda"
-
-
 # ---------------------------------------------------------------- shapes and taps
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
 @pytest.mark.parametrize("name", list(TINY))
 def test_every_tap_has_the_claimed_shape(xp, name, output_stride):
-    model = TINY[name](output_stride).to(device_of(xp)).eval()
+    model = TINY[name](output_stride).to(device_name(xp)).eval()
     x = xp.asarray(np.random.default_rng(0).standard_normal((1, 3, H, W)), dtype=np.float32)
     info = model.feature_info()
     with no_grad():
@@ -189,7 +185,7 @@ def test_build_backbone(name, cls):
 # ---------------------------------------------------------------- gradients (float64, train-mode BN)
 def to_float64(module, xp):
     """Move a module to xp's device and cast its parameters and BN statistics to float64."""
-    module.to(device_of(xp))
+    module.to(device_name(xp))
     for p in module.parameters():
         p.data = p.data.astype(np.float64)
     for m in module.modules():

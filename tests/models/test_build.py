@@ -7,15 +7,11 @@ import pytest
 
 from tinyseg import nn, no_grad, optim
 from tinyseg.nn import StateDictError
-from tinyseg.backend import to_numpy
+from tinyseg.backend import device_name, to_numpy
 from tinyseg.models import SegmentationModel, build_backbone, build_model, compress_labels
 from tinyseg.pca import fit_projection
 
 DECODERS = ("dupsampling", "deeplabv3plus", "bilinear")
-
-
-def device_of(xp):
-    return "cpu" if xp is np else "cuda"
 
 
 def random_projection(rng, ratio, num_classes, dim):
@@ -46,7 +42,7 @@ def test_forward_gives_the_input_size(xp, rng, backbone, output_stride, decoder)
     projection = (random_projection(rng, output_stride, 5, 8) if decoder == "dupsampling"
                   else None)
     model = build_model(backbone, decoder, num_classes=5, output_stride=output_stride, dim=8,
-                        projection=projection).to(device_of(xp)).eval()
+                        projection=projection).to(device_name(xp)).eval()
     x = xp.asarray(rng.standard_normal((1, 3, 50, 70)), np.float32)
     with no_grad():
         logits = model(x)
@@ -56,7 +52,7 @@ def test_forward_gives_the_input_size(xp, rng, backbone, output_stride, decoder)
 
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_odd_sizes_are_padded_with_zeros_and_cropped(xp, rng, decoder):
-    model = tiny_model(rng, decoder).to(device_of(xp)).eval()
+    model = tiny_model(rng, decoder).to(device_name(xp)).eval()
     x = xp.asarray(rng.standard_normal((1, 3, 50, 70)), np.float32)
     padded = xp.zeros((1, 3, 64, 80), np.float32)  # 50 x 70 rounded up to multiples of 16
     padded[:, :, :50, :70] = x
@@ -147,7 +143,7 @@ def test_param_groups_exclude_the_temperature_and_trainable_projection(rng):
 
 
 def test_sgd_step_moves_weights_but_not_W_and_decays_no_temperature(xp, rng):
-    model = tiny_model(rng).to(device_of(xp))
+    model = tiny_model(rng).to(device_name(xp))
     W, mean = (to_numpy(a).copy() for a in model.decoder.dupsample.projection)
     assert "decoder.dupsample.W" in model.state_dict()
     assert "decoder.dupsample.W" not in dict(model.named_parameters())
@@ -169,7 +165,7 @@ def test_cross_entropy_losses_match_torch(xp, rng):
     torch = pytest.importorskip("torch")
     images, masks = images_and_masks(rng, xp)
     for decoder in ("bilinear", "dupsampling"):
-        model = tiny_model(rng, decoder).to(device_of(xp)).eval()
+        model = tiny_model(rng, decoder).to(device_name(xp)).eval()
         with no_grad():
             logits = to_numpy(model(images).data)
             loss = model.loss(images, masks).item()
@@ -194,7 +190,7 @@ def test_dupsampling_logits_are_tempered_log_probabilities(rng):
 
 
 def test_regression_loss_is_eq4(xp, rng):
-    model = tiny_model(rng, loss="regression").to(device_of(xp)).eval()
+    model = tiny_model(rng, loss="regression").to(device_name(xp)).eval()
     images, masks = images_and_masks(rng, xp)
     masks[0] = 255  # an entirely void image: no label to fill its void from, left out of the loss
     loss = model.loss(images, masks)

@@ -5,20 +5,16 @@ import pytest
 
 import tinyseg.functional as F
 from tinyseg import Tensor, no_grad, optim
-from tinyseg.backend import to_numpy
+from tinyseg.backend import device_name, to_numpy
 from tinyseg.gradcheck import gradcheck
 from tinyseg.models import (ASPP, BilinearHead, DeepLabV3PlusDecoder, DUpsamplingDecoder,
                             atrous_rates, compress_labels)
 
 
 # ---------------------------------------------------------------- helpers
-def device_of(xp):
-    return "cpu" if xp is np else "cuda"
-
-
 def to_float64(module, xp):
     """Every parameter and buffer of `module` as float64 on xp's device (for gradcheck)."""
-    module.to(device_of(xp))
+    module.to(device_name(xp))
     for p in module.parameters():
         p.data = p.data.astype(np.float64)
     for m in module.modules():
@@ -72,7 +68,7 @@ def test_atrous_rates_follow_the_output_stride():
 
 
 def test_aspp_shape_and_wrong_channels(xp):
-    aspp = ASPP(5, output_stride=16, channels=4).to(device_of(xp))
+    aspp = ASPP(5, output_stride=16, channels=4).to(device_name(xp))
     x = xp.asarray(np.random.default_rng(0).standard_normal((2, 5, 3, 7)), np.float32)
     assert aspp(x).shape == (2, 4, 3, 7)
     with pytest.raises(ValueError, match=r"\(N, 5, H, W\)"):
@@ -107,7 +103,7 @@ def torch_aspp(torch, aspp, x):
 
 def test_aspp_matches_torch(xp, rng):
     torch = pytest.importorskip("torch")
-    aspp = ASPP(6, output_stride=32, channels=4).to(device_of(xp))
+    aspp = ASPP(6, output_stride=32, channels=4).to(device_name(xp))
     x = rng.standard_normal((2, 6, 9, 11)).astype(np.float32)
     expected = torch_aspp(torch, aspp, torch.tensor(x)).numpy()
     np.testing.assert_allclose(to_numpy(aspp(xp.asarray(x)).data), expected, rtol=1e-4, atol=1e-5)

@@ -3,11 +3,7 @@ import numpy as np
 import pytest
 
 from tinyseg import Tensor, nn, no_grad
-from tinyseg.backend import to_numpy
-
-
-def device_of(xp):
-    return "cpu" if xp is np else "cuda"
+from tinyseg.backend import device_name, to_numpy
 
 
 def assert_close(actual, expected, tol=1e-5):
@@ -26,7 +22,7 @@ def test_batchnorm_state_is_parameters_plus_buffers():
 
 
 def test_batchnorm_switches_with_train_and_eval(xp, rng):
-    bn = nn.BatchNorm2d(3).to(device_of(xp))
+    bn = nn.BatchNorm2d(3).to(device_name(xp))
     x = xp.asarray(rng.standard_normal((4, 3, 5, 6)) * 3 + 2, dtype=xp.float32)
 
     y_train = bn(x).data  # batch statistics: each channel comes out with mean 0, var 1
@@ -50,7 +46,7 @@ def test_batchnorm_switches_with_train_and_eval(xp, rng):
 
 
 def test_batchnorm_eval_backward_reaches_parameters(xp, rng):
-    bn = nn.BatchNorm2d(3).to(device_of(xp)).eval()
+    bn = nn.BatchNorm2d(3).to(device_name(xp)).eval()
     x = Tensor(xp.asarray(rng.standard_normal((2, 3, 4, 5)), dtype=xp.float32), requires_grad=True)
     (bn(x) * 2).sum().backward()
     assert x.grad.shape == x.shape and bn.weight.grad.shape == (3,) and bn.bias.grad.shape == (3,)
@@ -60,7 +56,7 @@ def test_batchnorm_eval_backward_reaches_parameters(xp, rng):
 def test_batchnorm_matches_torch_over_train_and_eval(xp, rng):
     """Three training steps, then eval: outputs, parameter gradients and buffers like torch's."""
     torch = pytest.importorskip("torch")
-    ours = nn.BatchNorm2d(4, momentum=0.2).to(device_of(xp))
+    ours = nn.BatchNorm2d(4, momentum=0.2).to(device_name(xp))
     ref = torch.nn.BatchNorm2d(4, momentum=0.2)
     gamma = rng.uniform(0.5, 1.5, 4).astype(np.float32)
     with torch.no_grad():
@@ -91,7 +87,7 @@ def test_batchnorm_loads_running_stats_from_a_state_dict(xp):
              "running_mean": np.array([1.0, -1.0], np.float32),
              "running_var": np.array([4.0, 0.25], np.float32)}
     bn.load_state_dict(state)
-    bn.to(device_of(xp)).eval()
+    bn.to(device_name(xp)).eval()
     with no_grad():
         y = bn(xp.ones((1, 2, 1, 1), xp.float32))
     expected = (1 - state["running_mean"]) / np.sqrt(state["running_var"] + 1e-5)  # [0, ~4]

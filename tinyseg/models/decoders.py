@@ -35,8 +35,8 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
-from ..backend import get_array_module, to_device, to_numpy
-from ..pca import IGNORE_INDEX, compress, encode_blocks, onehot_blocks
+from ..backend import device_name, get_array_module, to_device, to_numpy
+from ..blocks import IGNORE_INDEX, compress, encode_blocks, onehot_blocks
 from .aspp import ConvBNReLU
 
 TEMPERATURES = ("learned", "fixed")
@@ -184,9 +184,8 @@ class DUpsample(nn.Module):
                 f"({expected.shape[0]},) for ratio {self.ratio}, {self.num_classes} classes and "
                 f"C~ = {self.dim}, got {np.shape(W)} and {np.shape(mean)}")
         xp = get_array_module(expected)
-        device = "cpu" if xp is np else "cuda"
-        W = xp.asarray(to_device(W, device), dtype=expected.dtype).copy()
-        mean = xp.asarray(to_device(mean, device), dtype=expected.dtype).copy()
+        W = xp.asarray(to_device(W, device_name(xp)), dtype=expected.dtype).copy()
+        mean = xp.asarray(to_device(mean, device_name(xp)), dtype=expected.dtype).copy()
         if self.trainable:
             self.W.data, self.mean.data = W, mean
         else:
@@ -277,9 +276,9 @@ def compress_labels(masks, W, mean, ratio, void="nearest", ignore_index=IGNORE_I
 
     Each r x r block of a mask is one-hot encoded as v (N = r*r*C, DUpsampling's order) and
     compressed to x = W^T (v - mean), exactly as tinyseg.pca fits W: the same void rule
-    (pca.encode_blocks) and the same encoding. Masks are padded with void to multiples of r,
-    h = ceil(H / r); `valid` is 0 for the blocks the fit leaves out (entirely void, or with
-    void="skip" any void). The arrays are returned on W's device.
+    (tinyseg.blocks.encode_blocks) and the same encoding. Masks are padded with void to
+    multiples of r, h = ceil(H / r); `valid` is 0 for the blocks the fit leaves out (entirely
+    void, or with void="skip" any void). The arrays are returned on W's device.
     """
     xp = get_array_module(W)
     W_host, mean_host = to_numpy(W), to_numpy(mean)
@@ -291,7 +290,6 @@ def compress_labels(masks, W, mean, ratio, void="nearest", ignore_index=IGNORE_I
         x = x * valid[:, None]                                          # (h*w, C~)
         targets.append(x.T.reshape(-1, h, w))                           # (C~, h, w)
         valids.append(valid.reshape(1, h, w))                           # (1, h, w)
-    device = "cpu" if xp is np else "cuda"
     dtype = W_host.dtype
-    return (xp.asarray(to_device(np.stack(targets).astype(dtype), device)),
-            xp.asarray(to_device(np.stack(valids).astype(dtype), device)))
+    return (xp.asarray(to_device(np.stack(targets).astype(dtype), device_name(xp))),
+            xp.asarray(to_device(np.stack(valids).astype(dtype), device_name(xp))))

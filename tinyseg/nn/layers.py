@@ -4,12 +4,9 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..functional.conv import as_pair
 from . import init
 from .module import Module, Parameter
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 class Conv2d(Module):
@@ -24,10 +21,11 @@ class Conv2d(Module):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: channels {in_channels}->{out_channels} not divisible by groups={groups}")
-        kh, kw = _pair(kernel_size)
+        kh, kw = as_pair(kernel_size, "kernel_size")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = (kh, kw), _pair(stride), _pair(padding)
-        self.dilation, self.groups = _pair(dilation), groups
+        self.kernel_size, self.stride = (kh, kw), as_pair(stride, "stride")
+        self.padding, self.dilation = as_pair(padding, "padding"), as_pair(dilation, "dilation")
+        self.groups = groups
         fan_in = in_channels // groups * kh * kw
         self.weight = Parameter(init.kaiming_normal((out_channels, in_channels // groups, kh, kw), fan_in))
         self.bias = Parameter(init.uniform((out_channels,), 1 / math.sqrt(fan_in))) if bias else None
@@ -87,11 +85,6 @@ class BatchNorm2d(Module):
 class ReLU(Module):
     def forward(self, x):
         return F.relu(x)
-
-
-class Identity(Module):
-    def forward(self, x):
-        return x
 
 
 class MaxPool2d(Module):

@@ -15,7 +15,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend import get_array_module, to_device, to_numpy
+from ..backend import device_name, get_array_module, to_device, to_numpy
 
 
 class Parameter(Tensor):
@@ -152,7 +152,7 @@ class Module:
                 module, name, is_param = targets[key]
                 current = own[key]
                 xp = get_array_module(current)
-                array = xp.asarray(to_device(value, "cuda" if xp is not np else "cpu"), dtype=current.dtype)
+                array = xp.asarray(to_device(value, device_name(xp)), dtype=current.dtype)
                 if is_param:
                     module._parameters[name].data = array.copy()
                 else:
