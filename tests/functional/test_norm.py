@@ -12,7 +12,7 @@ SHAPE = (3, 4, 5, 7)  # odd, non-square; M = 3 * 5 * 7 = 105 values per channel
 
 def assert_close(actual, expected, tol=1e-5):
     """Max abs error relative to the largest reference value (elementwise rtol breaks near 0)."""
-    actual, expected = to_numpy(actual), np.asarray(expected)
+    actual, expected = to_numpy(actual), to_numpy(expected)  # either may be a device array
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     error = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
     assert error <= tol, f"relative error {error:.3g} > {tol:.1g}"
