@@ -264,10 +264,15 @@ class DUpsamplingDecoder(nn.Module):
 
     def loss(self, last, features, masks):
         """The mean cross-entropy of forward()'s output against masks (N, H, W), cropped to the
-        masks (F.dupsample_cross_entropy: one fused op on the GPU with --cuda-kernels)."""
+        masks (F.dupsample_cross_entropy: one fused op on the GPU with --cuda-kernels). Another
+        module put in DUpsample's place (e.g. experiments/autoencoder.py) decodes by itself."""
         self.dupsample.check_projection()
-        return F.dupsample_cross_entropy(self.compressed(last, features), self.dupsample.W,
-                                         self.dupsample.mean, self._temperature_tensor(), masks,
+        code, T = self.compressed(last, features), self._temperature_tensor()
+        if not isinstance(self.dupsample, DUpsample):
+            height, width = masks.shape[-2:]
+            log_p = F.log_softmax_with_temperature(self.dupsample(code), T, dim=1)  # Eq. (6)
+            return F.nll_loss(log_p[:, :, :height, :width], masks)
+        return F.dupsample_cross_entropy(code, self.dupsample.W, self.dupsample.mean, T, masks,
                                          self.ratio)
 
 
