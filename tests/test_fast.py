@@ -117,3 +117,16 @@ def test_config_refuses_unknown_values_in_one_line(monkeypatch):
     monkeypatch.setenv("TINYSEG_IMPL", "slow")
     with pytest.raises(ValueError, match="from TINYSEG_IMPL"):
         Config()
+
+
+def test_the_switch_reads_the_device_of_raw_gpu_arrays_and_tensors(xp):
+    """A raw CuPy array's .data is a memory pointer, not the array: choose must still see the
+    GPU (reference ops there unless the CUDA kernels are on)."""
+    if xp is np:
+        pytest.skip("the GPU case")
+    x = xp.zeros((1, 1, 4, 4))
+    with using_config(impl="fast", cuda_kernels=False):
+        assert choose(MaxPool2d, x) is MaxPool2d and choose(MaxPool2d, Tensor(x)) is MaxPool2d
+    with using_config(impl="fast", cuda_kernels=True):
+        assert choose(Conv2d, x) is fast.CUDA_TWINS[Conv2d]
+        assert choose(F.dupsample_cross_entropy, x) is fast.CUDA_TWINS[F.dupsample_cross_entropy]

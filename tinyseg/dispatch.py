@@ -12,6 +12,7 @@ only.
 """
 import numpy as np
 
+from .autograd import Tensor
 from .backend import get_array_module
 from .config import config
 
@@ -22,7 +23,7 @@ def choose(reference, like):
     if config.impl == "reference":
         return reference
     from . import fast  # imported on first use: fast/ builds on functional/
-    on_cpu = get_array_module(getattr(like, "data", like)) is np
+    on_cpu = get_array_module(like.data if isinstance(like, Tensor) else like) is np
     if on_cpu:
         twins = fast.CPU_TWINS
     else:

@@ -10,7 +10,7 @@
 `launch` runs a kernel; tests swap it for tests/cuda_emulator.py's to run these twins on NumPy
 arrays (the kernels compiled as C++).
 """
-from ..autograd import Function, as_tensor
+from ..autograd import Function, Tensor, as_tensor
 from ..backend import device_of, get_array_module, to_device
 from ..functional.dupsample import _check_4d, _check_ratio, _fixed, projection_grads
 from ..functional.norm import BatchNorm, channel_sum, per_channel
@@ -115,7 +115,7 @@ def fused_dupsample_cross_entropy(input, W, mean, T, target, ratio, ignore_index
     _check_ratio(ratio, "dupsample_cross_entropy")
     _check_4d(input, "dupsample_cross_entropy")
     W, mean, T = _fixed(W, input), _fixed(mean, input), as_tensor(T, like=input)
-    target = to_device(getattr(target, "data", target), device_of(input.data))
+    target = to_device(target.data if isinstance(target, Tensor) else target, device_of(input.data))
     n, _, h, w = input.shape
     num_classes = W.shape[0] // (ratio * ratio)
     if target.ndim != 3 or target.shape[0] != n or -(-target.shape[1] // ratio) != h \
