@@ -18,7 +18,9 @@ import tinyseg  # noqa: F401  (before NumPy: it sets OpenBLAS's thread timeout, 
 import numpy as np
 
 from tinyseg.backend import BackendError
+from tinyseg import distributed
 from tinyseg.cli import add_backend_arguments, setup_backend
+from tinyseg.distributed import SingleProcess, on_rank_zero
 from tinyseg.data import DATASET_NAMES, DataError, ensure_synthetic
 from tinyseg.data.synthetic import read_marker
 from tinyseg.models import parse_fuse
@@ -102,6 +104,12 @@ def build_parser():
     p.add_argument("--scale-min", type=float, default=D.scale_range[0], help="smallest random rescaling")
     p.add_argument("--scale-max", type=float, default=D.scale_range[1], help="largest random rescaling")
     p.add_argument("--seed", type=int, default=D.seed, help="weights, batch order and augmentation")
+    p.add_argument("--sync-bn", action="store_true", default=D.sync_bn,
+                   help="under mpiexec: batch norm's statistics over the whole batch of every "
+                        "process (default: over each process's share, as the paper's GPUs)")
+    p.add_argument("--bn-group", type=int, default=D.bn_group, metavar="N",
+                   help="batch norm's statistics over groups of N images (the paper's 'BN over 12 "
+                        "of 48 images' on one process); default: each process's share")
     p.add_argument("--workers", type=int, default=D.workers, help="background threads loading batches")
     p.add_argument("--max-memory", type=float, default=D.max_memory,
                    help="GiB a training step may use; the step's need is estimated before training "
@@ -170,43 +178,63 @@ def stop_like_ctrl_c(signum, frame):
     raise KeyboardInterrupt
 
 
+def start_run(run, requested, args, comm):
+    """The run's settings, its folder and config.json (rank 0's work under mpiexec)."""
+    if args.resume:  # config.json's settings, and the resumable options given now
+        settings = run.resumed(requested, args.given)
+    else:
+        if requested.data_root is None:
+            raise DataError(f"--dataset {requested.dataset} needs --data-root (the folder "
+                            "holding the data)")
+        run.check_new(requested.overwrite)
+        settings = requested
+        if settings.bn_group is None:  # recorded, so that a resume on other processes keeps it
+            settings.bn_group = settings.batch_size // (1 if settings.sync_bn else comm.size)
+    if settings.batch_size % comm.size:
+        raise ValueError(f"--batch-size {settings.batch_size} cannot be dealt to {comm.size} "
+                         "processes in equal shares")
+    run.start(settings)
+    if settings.dataset == "synthetic" and read_marker(settings.data_root) is None:
+        ensure_synthetic(settings.data_root)  # first use: generate it (a few seconds)
+    print(f"run folder: {run.folder}" + (f" ({comm.size} processes, {comm.name})"
+                                         if comm.size > 1 else ""), flush=True)
+    return settings
+
+
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     requested = settings_from(args)
     run = Run(requested.out)
-    settings = None
+    settings, comm, training = None, SingleProcess(), False
     new_folder = not os.path.exists(run.folder)
     try:
-        if args.resume:  # config.json's settings, and the resumable options given now
-            settings = run.resumed(requested, args.given)
-        else:
-            if requested.data_root is None:
-                raise DataError(f"--dataset {requested.dataset} needs --data-root (the folder "
-                                "holding the data)")
-            run.check_new(requested.overwrite)
-            settings = requested
+        comm = distributed.init(requested.backend)
+        settings = on_rank_zero(comm, lambda: start_run(run, requested, args, comm))
         xp = setup_backend(settings)
-        run.start(settings)
-        if settings.dataset == "synthetic" and read_marker(settings.data_root) is None:
-            ensure_synthetic(settings.data_root)  # first use: generate it (a few seconds)
-        print(f"run folder: {run.folder}", flush=True)
+        training = True
         # A diverging run is stopped with a clear message when its loss is no longer finite;
         # NumPy's overflow warnings on the way there would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            result = train(settings, xp)
+            result = train(settings, xp, comm=comm)
     except KeyboardInterrupt:
-        if settings is None or not os.path.exists(run.last):
+        if comm.rank == 0 and (settings is None or not os.path.exists(run.last)):
             print("interrupted before the first iteration: nothing was saved", file=sys.stderr)
             if new_folder:
                 shutil.rmtree(run.folder, ignore_errors=True)  # no half-made run to trip over
         return 130
     except (BackendError, DataError, TrainingError, StateDictError, OSError, ValueError,
             MemoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        if new_folder and not any(os.path.exists(f) for f in (run.log, run.last)):
-            shutil.rmtree(run.folder, ignore_errors=True)  # stopped before training: leave nothing
+        if training and comm.size > 1:  # the others wait in a collective: stop them all
+            print(f"error on process {comm.rank} of {comm.size}: {error}", file=sys.stderr, flush=True)
+            comm.abort(2)
+        if comm.rank == 0:
+            print(f"error: {error}", file=sys.stderr)
+            if new_folder and not any(os.path.exists(f) for f in (run.log, run.last)):
+                shutil.rmtree(run.folder, ignore_errors=True)  # stopped before training: leave nothing
         return 2
+    if comm.rank != 0:
+        return 0
     try:
         print(f"curves: {plot_curves(run.log, run.curves)}")
     except Exception as error:  # no matplotlib, a full disk: the run itself is done and saved

@@ -141,6 +141,21 @@ def init(backend="numpy"):
     return NCCLCommunicator()
 
 
+def on_rank_zero(comm, task):
+    """task() on rank 0 (e.g. making the run folder); its result on every process, or the
+    error it raised, raised again on every process."""
+    result = error = None
+    if comm.rank == 0:
+        try:
+            result = task()
+        except Exception as caught:  # noqa: BLE001 (raised again below, on every process)
+            error = caught
+    result, error = comm.broadcast((result, error))
+    if error is not None:
+        raise error
+    return result
+
+
 def buckets(parameters, bucket_bytes=BUCKET_BYTES):
     """The parameters in order, cut into runs of about bucket_bytes of gradient each."""
     groups, current, size = [], [], 0
@@ -155,14 +170,13 @@ def buckets(parameters, bucket_bytes=BUCKET_BYTES):
 
 def average_gradients(parameters, comm, bucket_bytes=BUCKET_BYTES):
     """Replace every parameter's gradient by its mean over the processes, bucket by bucket:
-    flatten the bucket's gradients into one array, all-reduce it, divide, unflatten. A missing
-    gradient counts as zeros (every process must send the same buckets)."""
+    flatten the bucket's gradients into one array, all-reduce it, divide, unflatten. Every
+    process runs the same network, so the same parameters have gradients everywhere."""
     if comm.size == 1:
         return
-    for bucket in buckets([p for p in parameters if p.requires_grad], bucket_bytes):
+    for bucket in buckets([p for p in parameters if p.grad is not None], bucket_bytes):
         xp = get_array_module(bucket[0].data)
-        flat = xp.concatenate([(p.grad if p.grad is not None else xp.zeros_like(p.data)).ravel()
-                               for p in bucket])
+        flat = xp.concatenate([p.grad.ravel() for p in bucket])
         comm.allreduce(flat)
         flat /= comm.size
         offset = 0

@@ -69,13 +69,15 @@ def predict(model, image, scales=(1.0,), flip=False):
 
 
 def evaluate(model, dataset, xp, scales=(1.0,), flip=False, max_images=None, progress=None,
-             on_prediction=None, long_side=None):
+             on_prediction=None, long_side=None, part=(0, 1)):
     """Score `model` on `dataset` image by image at the original resolution.
 
     long_side: first resize each image so that its longer side has this many pixels (the
     scales then multiply that), as TensorFlow DeepLab's models are run at 513; the prediction
     is still scored at the original resolution. Returns a ConfusionMatrix. `progress(done, total)` is called after each image;
     `on_prediction(index, image_uint8, mask, prediction)` lets the caller save pictures.
+    part=(rank, processes): score only images rank, rank + processes, ... (data-parallel
+    validation: the processes' confusion matrices then add up to the whole set's).
     """
     transform = EvalTransform()
     total = len(dataset) if max_images is None else min(max_images, len(dataset))
@@ -84,7 +86,7 @@ def evaluate(model, dataset, xp, scales=(1.0,), flip=False, max_images=None, pro
     model.eval()
     try:
         with no_grad():
-            for i in range(total):
+            for i in range(part[0], total, part[1]):
                 image, mask = dataset[i]                                 # (H, W, 3) uint8, (H, W)
                 normalised, _ = transform(image, mask)                   # (3, H, W) float32
                 base = 1.0 if long_side is None else long_side / max(mask.shape)

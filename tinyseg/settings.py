@@ -55,6 +55,8 @@ class TrainSettings:
     crop: int = 96
     scale_range: tuple = (0.5, 2.0)
     seed: int = 0
+    sync_bn: bool = False                    # BN statistics over every process (tinyseg/distributed.py)
+    bn_group: int | None = None              # images per BN statistic; recorded at the start
     # the machine: how fast, not what (RESUMABLE)
     backend: str = "numpy"
     impl: str = field(default_factory=lambda: config.impl)
@@ -91,6 +93,9 @@ class TrainSettings:
         for name in ("iters", "batch_size", "log_every", "ckpt_every", "crop", "dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
+        if self.bn_group is not None and (self.bn_group < 1 or self.batch_size % self.bn_group):
+            raise ValueError(f"--bn-group must divide --batch-size {self.batch_size}, got "
+                             f"{self.bn_group}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):

@@ -14,7 +14,13 @@ for bit on the same machine and thread count: the network is initialised from th
 batch k depends only on (seed, k), the backward pass sums gradients in a fixed order
 (autograd.py), and the checkpoint holds every other piece of state (weights, BN statistics,
 momentum, T). Two runs with the same seed are likewise identical.
+
+On several processes (mpiexec, tinyseg/distributed.py) every process runs this same loop on
+its share of each batch: rank 0 fits W and broadcasts it, reads the checkpoint and broadcasts
+it, and alone writes the log, checkpoints and curves; gradients are averaged after backward;
+validation images are split over the processes and their confusion matrices summed.
 """
+import contextlib
 import math
 import os
 import time
@@ -25,6 +31,7 @@ from . import nn
 from .autograd import Tensor
 from .backend import device_name
 from .data import DataLoader, TrainTransform, build_dataset
+from .distributed import SingleProcess, average_gradients, set_batch_norm, share_of_mean
 from .evaluation import evaluate
 from .memory import check_step_memory
 from .models import build_model
@@ -37,33 +44,38 @@ from .run import (JsonLog, Run, TrainingError, load_checkpoint,  # noqa: F401
 from .settings import TrainSettings
 
 
-def train(settings, xp, customize=None):
+def train(settings, xp, customize=None, comm=None):
     """Run (or resume) the training described by `settings` on the array module `xp`.
 
     settings: TrainSettings, or a dict of its fields (train.py's options). Returns a summary:
     iteration, trained (iterations run now), loss, best_miou, temperature, last, best.
     customize(model), if given, is called on the new network before W is set and the weights
     are loaded (experiments/ uses it to put another upsampling in DUpsample's place).
+    comm: this process's communicator (tinyseg/distributed.py); None: one process.
     """
     if not isinstance(settings, TrainSettings):
         settings = TrainSettings.from_dict(settings)
+    comm = comm or SingleProcess()
     run = Run(settings.out)
-    os.makedirs(run.folder, exist_ok=True)
+    if comm.rank == 0:
+        os.makedirs(run.folder, exist_ok=True)
     dataset, val_dataset = build_datasets(settings)
-    model = build_network(settings, dataset, xp, customize, run)
+    model = build_network(settings, dataset, xp, customize, run, comm)
+    set_batch_norm(model, *batch_norm_groups(settings, comm))
     limit = settings.max_memory  # GiB
-    check_step_memory(model, settings.as_dict(), xp, None if limit is None else int(limit * 2**30))
-    trainer = Trainer(settings, model, xp, run, dataset.class_names)
+    check_step_memory(model, dict(settings.as_dict(), batch_size=settings.batch_size // comm.size),
+                      xp, None if limit is None else int(limit * 2**30))
+    trainer = Trainer(settings, model, xp, run, dataset.class_names, comm)
     if settings.resume:
         trainer.restore()
-    loader = DataLoader(dataset, settings.batch_size, shuffle=True, seed=settings.seed,
-                        transform=TrainTransform(settings.crop, settings.scale_range),
-                        num_workers=settings.workers, drop_last=True)
+    loader_options = dict(shuffle=True, seed=settings.seed, num_workers=settings.workers,
+                          transform=TrainTransform(settings.crop, settings.scale_range))
+    loader = DataLoader(dataset, settings.batch_size, part=(comm.rank, comm.size), **loader_options)
     if trainer.start == 0 and str(settings.pretrained or "").lower().endswith(".tflite"):
         # batch norm was folded into the file's convs: re-express it with the statistics of
-        # batch 0, so that training mode starts from the pretrained function (tinyseg.tflite)
+        # (the whole of) batch 0, so that training mode starts from the pretrained function
         from .tflite import calibrate_batch_norm
-        images, _ = loader.load_batch(0)
+        images, _ = DataLoader(dataset, settings.batch_size, **loader_options).load_batch(0)
         calibrate_batch_norm(model.backbone, xp.asarray(images))
     return trainer.fit(loader, val_dataset)
 
@@ -78,8 +90,10 @@ def build_datasets(settings):
     return dataset, val_dataset
 
 
-def build_network(settings, dataset, xp, customize, run):
-    """The network, initialised from the seed, customised, given W, on xp's device."""
+def build_network(settings, dataset, xp, customize, run, comm=None):
+    """The network, initialised from the seed, customised, given W (fitted or read by rank 0,
+    broadcast to the others), on xp's device."""
+    comm = comm or SingleProcess()
     s = settings
     nn.init.manual_seed(s.seed)
     model = build_model(**backbone_options(s), decoder=s.decoder, num_classes=dataset.num_classes,
@@ -89,8 +103,27 @@ def build_network(settings, dataset, xp, customize, run):
     if customize is not None:
         customize(model)
     if model.needs_projection:
-        prepare_projection(model, dataset, s.output_stride, s.dim, s.projection or run.projection)
+        projection = None
+        if comm.rank == 0:
+            projection = prepare_projection(dataset, s.output_stride, s.dim,
+                                            s.projection or run.projection)
+        model.set_projection(*comm.broadcast(projection))
     return model.to(device_name(xp))
+
+
+def batch_norm_groups(settings, comm):
+    """(comm, group size) for distributed.set_batch_norm: batch norm's statistics are over
+    settings.bn_group images (train.py records it at the start: the batch with --sync-bn, else
+    each process's share), however many processes run now."""
+    group = settings.bn_group or settings.batch_size
+    local = settings.batch_size // comm.size
+    if group == settings.batch_size and comm.size > 1:
+        return comm, None                          # statistics over every process's images
+    if local % group:
+        raise TrainingError(f"this run's batch norm takes its statistics over {group} images "
+                            f"(--bn-group), but each of the {comm.size} processes holds {local}; "
+                            f"run on {settings.batch_size // group} processes or fewer")
+    return None, (group if group < local else None)
 
 
 def backbone_options(settings):
@@ -106,8 +139,8 @@ def backbone_options(settings):
     return options
 
 
-def prepare_projection(model, dataset, ratio, dim, path, void="nearest"):
-    """Load W and mean from `path`, or fit them by PCA on the dataset's masks and save them."""
+def prepare_projection(dataset, ratio, dim, path, void="nearest"):
+    """(W, mean) read from `path`, or fitted by PCA on the dataset's masks and saved there."""
     expected = dict(ratio=ratio, num_classes=dataset.num_classes, dim=dim)
     if os.path.exists(path):
         W, mean, meta = load_projection(path)
@@ -127,7 +160,7 @@ def prepare_projection(model, dataset, ratio, dim, path, void="nearest"):
         explained = float(np.sum(meta["explained_variance"]) / meta["total_variance"])
         print(f"W: {W.shape}, {100 * explained:.2f}% of the variance explained -> {path}",
               flush=True)
-    model.set_projection(W, mean)
+    return W, mean
 
 
 # ---------------------------------------------------------------- the loop
@@ -135,9 +168,10 @@ class Trainer:
     """A run in training: the network, SGD and its schedule, the iteration and the best mIoU,
     and the named steps of the loop (step, report, validate, save)."""
 
-    def __init__(self, settings, model, xp, run, class_names):
+    def __init__(self, settings, model, xp, run, class_names, comm=None):
         self.settings, self.model, self.xp, self.run = settings, model, xp, run
-        self.class_names = class_names
+        self.class_names, self.comm = class_names, comm or SingleProcess()
+        self.writer = self.comm.rank == 0  # rank 0 alone prints and writes files
         self.optimizer = SGD(model.param_groups(settings.weight_decay), lr=settings.lr,
                              momentum=settings.momentum)
         self.schedule = PolyLR(self.optimizer, settings.iters)
@@ -146,12 +180,14 @@ class Trainer:
 
     def restore(self):
         """Continue from the run's last.npz: weights, BN statistics, momentum, iteration, best."""
-        model_state, optim_state, meta = load_checkpoint(self.run.last)
+        checkpoint = load_checkpoint(self.run.last) if self.writer else None
+        model_state, optim_state, meta = self.comm.broadcast(checkpoint)
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(optim_state)
         self.start = self.iteration = meta["iteration"]
         self.best_miou = meta.get("best_miou", -1.0)
-        print(f"resumed {self.run.last} at iteration {self.start}", flush=True)
+        if self.writer:
+            print(f"resumed {self.run.last} at iteration {self.start}", flush=True)
 
     def fit(self, loader, val_dataset):
         """Train from the current iteration to stop_at (or iters); a checkpoint at the end and
@@ -160,11 +196,11 @@ class Trainer:
         stop = min(s.iters, s.stop_at or s.iters)
         rate_meter, images_seen = RecentRate(), 0
         self.model.train()
-        with JsonLog(self.run.log) as log:
+        with JsonLog(self.run.log) if self.writer else contextlib.nullcontext() as log:
             try:
                 for images, masks in loader.iterate(self.start, stop):
                     lr = self.step(images, masks)
-                    images_seen += len(images)
+                    images_seen += len(masks) * self.comm.size
                     if self.due(s.log_every):
                         self.report(lr, rate_meter.update(time.time(), images_seen), log)
                     if val_dataset is not None and self.due(s.val_every):
@@ -172,6 +208,8 @@ class Trainer:
                     if self.iteration % s.ckpt_every == 0:
                         self.save(self.run.last)
             except KeyboardInterrupt:
+                if not self.writer:
+                    raise
                 self.save(self.run.last)
                 self.run.redraw_curves()
                 print(f"interrupted at iteration {self.iteration}: saved {self.run.last}; "
@@ -184,15 +222,23 @@ class Trainer:
                     last=self.run.last, best=best)
 
     def step(self, images, masks):
-        """One SGD iteration on a batch: forward, loss, backward, update. Returns the lr."""
+        """One SGD iteration on a batch: forward, loss, backward, update. Returns the lr.
+
+        On several processes each loss is scaled to its share of the batch's mean
+        (distributed.share_of_mean) and the gradients are averaged before the update."""
         lr = self.schedule.step(self.iteration)
         loss = self.model.loss(Tensor(self.xp.asarray(images)), self.xp.asarray(masks))
+        if self.comm.size > 1:
+            loss = loss * share_of_mean(masks, self.comm)
         self.loss = float(loss.data)
+        if self.comm.size > 1:  # the batch's loss: the same number, and stop, on every process
+            self.loss = float(self.comm.allreduce(np.array([self.loss]))[0]) / self.comm.size
         if not math.isfinite(self.loss):
             raise TrainingError(diverged_message(self.loss, self.iteration, self.run.last,
                                                  self.settings))
         self.optimizer.zero_grad()
         loss.backward()
+        average_gradients(self.model.parameters(), self.comm)
         self.optimizer.step()
         self.iteration += 1
         return lr
@@ -202,7 +248,9 @@ class Trainer:
         return self.iteration % every == 0 or self.iteration == self.settings.iters
 
     def report(self, lr, rate, log):
-        """The console line and the log record of the current iteration."""
+        """The console line and the log record of the current iteration (rank 0)."""
+        if not self.writer:
+            return
         s = self.settings
         eta = (s.iters - self.iteration) * s.batch_size / max(rate, 1e-9)
         temperature = self.model.temperature
@@ -214,7 +262,11 @@ class Trainer:
 
     def validate(self, val_dataset, log):
         """mIoU on the validation set: printed, logged, best.npz when it improves."""
-        confusion = evaluate(self.model, val_dataset, self.xp, max_images=self.settings.val_images)
+        confusion = evaluate(self.model, val_dataset, self.xp, max_images=self.settings.val_images,
+                             part=(self.comm.rank, self.comm.size))
+        self.comm.allreduce(confusion.matrix)  # every process's images, summed
+        if not self.writer:
+            return
         miou = confusion.miou()
         print(f"iter {self.iteration}: val mIoU {100 * miou:.2f}% pixel acc "
               f"{100 * confusion.pixel_accuracy():.2f}%", flush=True)
@@ -227,7 +279,9 @@ class Trainer:
         self.run.redraw_curves()
 
     def save(self, path, **extra):
-        """A checkpoint of the current state (tinyseg/run.py) at `path`."""
+        """A checkpoint of the current state (tinyseg/run.py) at `path` (rank 0)."""
+        if not self.writer:
+            return
         save_checkpoint(path, self.model, self.optimizer, self.iteration,
                         dict(best_miou=self.best_miou, class_names=self.class_names, **extra))
 
