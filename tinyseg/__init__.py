@@ -1,7 +1,9 @@
 """tinyseg: a small, readable deep-learning framework on NumPy/CuPy, and DUpsampling on it.
 
-Read it in this order: backend.py -> autograd.py -> functional/ -> nn/ -> optim.py ->
-models/ -> pca.py -> data/ -> train.py.
+Read it in this order (README.md has the table; docs/tour.md follows one training step):
+engine (backend.py, autograd.py) -> reference ops (functional/) -> nn/, optim.py -> models/ ->
+DUpsampling and PCA (blocks.py, pca.py) -> data/ -> training (settings.py, run.py, training.py,
+train.py) -> the fast twins (config.py, dispatch.py, fast/).
 """
 import os
 
