@@ -3,11 +3,15 @@
 import numpy as np
 import pytest
 
+import strict_cupy
+
 from tinyseg import Tensor, nn
 from tinyseg import functional as F
-from tinyseg.distributed import SingleProcess, average_gradients, buckets, set_batch_norm, share_of_mean
+from tinyseg.backend import to_numpy
+from tinyseg.distributed import (NCCLCommunicator, SingleProcess, average_gradients, buckets,
+                                 set_batch_norm, share_of_mean)
 
-from thread_comm import ThreadGroup, split
+from thread_comm import FakeNCCL, ThreadGroup, split
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -73,3 +77,32 @@ def test_share_of_mean_weights_each_process_by_its_labelled_pixels():
     shares = ThreadGroup(2).run(lambda comm: share_of_mean(masks[comm.rank:comm.rank + 1], comm))
     assert shares == [1.5, 0.5]  # local count * 2 / 4: the mean of the two = 1
     assert share_of_mean(masks, SingleProcess()) == 1.0
+
+
+def test_nccl_path_averages_gradients_and_syncs_batch_norm_on_device_arrays(xp):
+    """NCCLCommunicator over the strict CuPy stand-in (a real GPU has no second rank here):
+    device arrays go through allReduce by pointer; object broadcasts go over the host side."""
+    if xp is np:
+        pytest.skip("the CuPy case")
+    if xp is not strict_cupy.modules()["cupy"]:
+        pytest.skip("FakeNCCL reads host memory: only with the stand-in, not a real GPU")
+    rng = np.random.default_rng(5)
+    grads = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(2)]
+    x = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    nccl = FakeNCCL(2)
+
+    def work(host):
+        comm = NCCLCommunicator(host, cupy=xp, nccl=nccl)
+        p = nn.Parameter(xp.zeros((4, 3), np.float32))
+        p.grad = xp.asarray(grads[host.rank])
+        average_gradients([p], comm)
+        share = Tensor(xp.asarray(split(x, 2)[host.rank]))
+        y = F.sync_batch_norm(share, None, None, Tensor(xp.ones(2, np.float32)),
+                              Tensor(xp.zeros(2, np.float32)), comm)
+        return to_numpy(p.grad), to_numpy(y.data)
+    results = ThreadGroup(2).run(work)
+    for grad, _ in results:
+        np.testing.assert_allclose(grad, (grads[0] + grads[1]) / 2, rtol=1e-6)
+    whole = F.batch_norm(Tensor(x), None, None, training=True).data
+    np.testing.assert_allclose(np.concatenate([y for _, y in results]), whole, atol=1e-5)
+    assert nccl.calls >= 2 * 4  # gradients, counts, sums, squares: by NCCL, not MPI

@@ -83,36 +83,53 @@ class MPICommunicator(SingleProcess):
     def abort(self, code=1):
         self.comm.Abort(code)
 
-
-class NCCLCommunicator(MPICommunicator):
-    """All-reduce of CuPy arrays by NCCL between the GPUs; everything else over MPI.
-
-    Rank 0 makes NCCL's unique id and hands it out over MPI; process r uses GPU r modulo the
-    GPUs of its machine."""
-    name = "NCCL"
-
-    def __init__(self, comm=None, nccl=None):
-        super().__init__(comm)
-        import cupy
-        if nccl is None:
-            from cupy.cuda import nccl
-        self.cupy, self.nccl = cupy, nccl
-        cupy.cuda.Device(self.local_rank() % cupy.cuda.runtime.getDeviceCount()).use()
-        unique_id = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
-        self.communicator = nccl.NcclCommunicator(self.size, unique_id, self.rank)
-
     def local_rank(self):
         """This process's index among the processes of its machine."""
-        local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
-        return local.Get_rank()
+        return self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
+
+
+class NCCLCommunicator:
+    """All-reduce of CuPy arrays by NCCL between the GPUs; everything else (objects, barrier,
+    abort) over the host communicator (MPI).
+
+    Rank 0 makes NCCL's unique id and hands it out over the host communicator; process r
+    uses GPU (r's index among the processes of its machine) modulo the machine's GPUs."""
+    name = "NCCL"
+
+    def __init__(self, host, cupy=None, nccl=None):
+        if cupy is None:
+            import cupy
+        if nccl is None:
+            from cupy.cuda import nccl
+        self.host, self.cupy, self.nccl = host, cupy, nccl
+        self.rank, self.size = host.rank, host.size
+        cupy.cuda.Device(host.local_rank() % cupy.cuda.runtime.getDeviceCount()).use()
+        unique_id = host.broadcast(nccl.get_unique_id() if self.rank == 0 else None)
+        self.communicator = nccl.NcclCommunicator(self.size, unique_id, self.rank)
 
     def allreduce(self, array):
+        """Sum a CuPy array over the GPUs, in place, on the current stream."""
         types = {np.dtype(np.float32): self.nccl.NCCL_FLOAT32,
-                 np.dtype(np.float64): self.nccl.NCCL_FLOAT64}
+                 np.dtype(np.float64): self.nccl.NCCL_FLOAT64,
+                 np.dtype(np.int64): self.nccl.NCCL_INT64}
+        if get_array_module(array) is np:  # host arrays (confusion matrices) go over MPI
+            return self.host.allreduce(array)
         stream = self.cupy.cuda.get_current_stream()
         self.communicator.allReduce(array.data.ptr, array.data.ptr, array.size,
                                     types[np.dtype(array.dtype)], self.nccl.NCCL_SUM, stream.ptr)
         return array
+
+    def broadcast(self, value, root=0):
+        return self.host.broadcast(value, root)
+
+    def allgather(self, value):
+        return self.host.allgather(value)
+
+    def barrier(self):
+        self.host.barrier()
+
+    def abort(self, code=1):
+        self.host.abort(code)
 
 
 def launched_by_mpi():
@@ -136,9 +153,9 @@ def init(backend="numpy"):
     try:
         from cupy.cuda import nccl  # noqa: F401
     except ImportError:
-        raise BackendError("--backend cupy over several processes needs NCCL: pip install "
-                           "nvidia-nccl-cu12 (CuPy loads it)") from None
-    return NCCLCommunicator()
+        raise BackendError("--backend cupy over several processes needs NCCL: pip install -e "
+                           "\".[nccl]\" (nvidia-nccl-cu12, which CuPy loads)") from None
+    return NCCLCommunicator(communicator)
 
 
 def on_rank_zero(comm, task):

@@ -160,5 +160,23 @@ def memGetInfo():
 RUNTIME = {"CUDARuntimeError": CUDARuntimeError, "getDeviceCount": getDeviceCount,
            "getDevice": getDevice, "setDevice": setDevice,
            "deviceSynchronize": deviceSynchronize, "memGetInfo": memGetInfo}
+class Stream:
+    """cupy.cuda.Stream: the stand-in runs everything at once, so only the null stream (ptr 0)."""
+
+    def __init__(self, null=False, non_blocking=False, ptds=False):
+        if not null:
+            raise NotImplementedError("strict_cupy: only the null stream is emulated")
+        self.ptr = 0
+
+    def synchronize(self):
+        pass
+
+
+def get_current_stream(device_id=None):
+    """The current stream: CuPy's default, the null stream (what tinyseg uses throughout)."""
+    return Stream(null=True)
+
+
 CUDA = {"Device": Device, "MemoryPool": MemoryPool, "MemoryPointer": MemoryPointer,
+        "Stream": Stream, "get_current_stream": get_current_stream,
         "get_device_id": get_device_id, "is_available": is_available}
