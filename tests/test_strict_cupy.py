@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import strict_cupy
 from strict_cupy import NAMES
@@ -261,3 +262,21 @@ def test_train_stop_resume_evaluate_on_cupy(tmp_path_factory, kernels):
     for key in theirs:
         if theirs[key].dtype.kind in "fiu":  # weights, BN statistics, T (not the meta text)
             np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-3, atol=1e-5, err_msg=key)
+
+    # predict.py on the same run, on CuPy (issue 14's "both backends"): the label maps equal
+    # the NumPy backend's, pixel for pixel
+    photos = os.path.join(data, "VOCdevkit", "VOC2012", "JPEGImages")
+    predictions = {}
+    for backend in ("cupy", "numpy"):
+        folder = tmp_path_factory.mktemp(f"predict-{backend}")
+        done = run("predict.py", "--backend", backend, *(kernels if backend == "cupy" else []),
+                   "--checkpoint", out / "last.npz", "--out", folder, "--save-scores",
+                   "--scales", "0.75,1.0", "--flip", photos, cupy=backend == "cupy")
+        assert done.returncode == 0, done.stdout + done.stderr
+        predictions[backend] = {name: np.asarray(Image.open(folder / name))
+                                for name in os.listdir(folder)
+                                if name.endswith(".png") and not name.endswith("_overlay.png")}
+        assert len([n for n in os.listdir(folder) if n.endswith("_scores.npy")]) == len(predictions[backend])
+    assert len(predictions["cupy"]) == len(os.listdir(photos)) > 0
+    for name, labels in predictions["numpy"].items():
+        np.testing.assert_array_equal(predictions["cupy"][name], labels, err_msg=name)
