@@ -54,7 +54,7 @@ import ops  # noqa: E402  (sets the BLAS thread and the TF32 variables before Nu
 import numpy as np  # noqa: E402
 
 from tinyseg import config, nn, no_grad, optim  # noqa: E402
-from tinyseg.backend import BackendError, get_backend, keep_freed_memory, to_numpy  # noqa: E402
+from tinyseg.backend import BackendError, device_name, get_backend, keep_freed_memory, to_numpy  # noqa: E402
 from tinyseg.models import build_model  # noqa: E402
 
 NUM_CLASSES, OUTPUT_STRIDE = 21, 16
@@ -103,8 +103,7 @@ def make_batch(batch, side):
 
 def tinyseg_runner(model, images, masks, what, xp):
     """A function running one step (returns the loss) or one inference (returns the scores)."""
-    device = "cpu" if xp is np else "cuda"
-    model.to(device).train(what == "step")
+    model.to(device_name(xp)).train(what == "step")
     images, masks = xp.asarray(images), xp.asarray(masks)
     if what == "inference":
         def infer():

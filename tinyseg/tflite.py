@@ -201,7 +201,7 @@ def calibrate_batch_norm(model, images):
     images: (N, 3, H, W) array, normalised as the model expects. Eval-mode outputs do not
     change; training-mode outputs on these images become equal to them."""
     from .autograd import Tensor
-    from .backend import get_array_module, to_device
+    from .backend import device_name, get_array_module, to_device
     from .nn import BatchNorm2d
 
     norms = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
@@ -230,7 +230,7 @@ def calibrate_batch_norm(model, images):
 
     def like(array, values):  # values (NumPy) on array's device and dtype
         xp = get_array_module(array)
-        return xp.asarray(to_device(values.astype(array.dtype), "cpu" if xp is np else "cuda"))
+        return xp.asarray(to_device(values.astype(array.dtype), device_name(xp)))
 
     for norm in norms:
         if id(norm) not in seen:

@@ -18,14 +18,11 @@ dataset, e.g. a network fed the one-hot ground truth): then only the mask is tra
 import numpy as np
 from PIL import Image
 
+from ..functional.conv import as_pair
 from .base import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _pair(size):
-    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
 
 def resize(image, mask, height, width):
@@ -99,7 +96,7 @@ class TrainTransform:
 
     def __init__(self, crop_size, scale_range=(0.5, 2.0), flip=True,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        self.crop_h, self.crop_w = _pair(crop_size)
+        self.crop_h, self.crop_w = as_pair(crop_size, "crop_size")
         if self.crop_h < 1 or self.crop_w < 1:
             raise ValueError(f"TrainTransform: crop_size must be positive, got {crop_size}")
         if not 0 < scale_range[0] <= scale_range[1]:
@@ -129,7 +126,7 @@ class EvalTransform:
     """
 
     def __init__(self, size=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        self.size = None if size is None else _pair(size)
+        self.size = None if size is None else as_pair(size, "size")
         self.mean, self.std = mean, std
 
     def __call__(self, image, mask, rng=None):
