@@ -20,7 +20,7 @@ import numpy as np
 from tinyseg.backend import BackendError
 from tinyseg import distributed
 from tinyseg.cli import add_backend_arguments, setup_backend
-from tinyseg.distributed import SingleProcess, on_rank_zero
+from tinyseg.distributed import SingleProcess, on_rank_zero, request_stop
 from tinyseg.data import DATASET_NAMES, DataError, ensure_synthetic
 from tinyseg.data.synthetic import read_marker
 from tinyseg.models import parse_fuse
@@ -28,7 +28,7 @@ from tinyseg.nn import StateDictError
 from tinyseg.plot import plot_curves
 from tinyseg.run import Run, TrainingError
 from tinyseg.settings import TrainSettings
-from tinyseg.training import train
+from tinyseg.training import batch_norm_groups, train
 
 DEFAULT_SYNTHETIC_ROOT = os.path.join("data-cache", "synthetic")
 D = TrainSettings()  # the defaults of every option
@@ -173,6 +173,10 @@ def settings_from(args):
     return TrainSettings(**options)
 
 
+# bad input or a failed run, reported in one line (anything else is a bug: a traceback)
+EXPECTED = (BackendError, DataError, TrainingError, StateDictError, OSError, ValueError, MemoryError)
+
+
 def stop_like_ctrl_c(signum, frame):
     """SIGTERM (a cluster's preemption, `kill`) ends a run as Ctrl-C does: checkpoint first."""
     raise KeyboardInterrupt
@@ -188,11 +192,16 @@ def start_run(run, requested, args, comm):
                             "holding the data)")
         run.check_new(requested.overwrite)
         settings = requested
+        if settings.sync_bn and settings.bn_group not in (None, settings.batch_size):
+            raise ValueError(f"--sync-bn takes batch norm's statistics over the whole batch of "
+                             f"{settings.batch_size}; it cannot be combined with --bn-group "
+                             f"{settings.bn_group}")
         if settings.bn_group is None:  # recorded, so that a resume on other processes keeps it
             settings.bn_group = settings.batch_size // (1 if settings.sync_bn else comm.size)
     if settings.batch_size % comm.size:
         raise ValueError(f"--batch-size {settings.batch_size} cannot be dealt to {comm.size} "
                          "processes in equal shares")
+    batch_norm_groups(settings, comm)  # refused here, before any work, when it cannot be kept
     run.start(settings)
     if settings.dataset == "synthetic" and read_marker(settings.data_root) is None:
         ensure_synthetic(settings.data_root)  # first use: generate it (a few seconds)
@@ -206,13 +215,15 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     requested = settings_from(args)
     run = Run(requested.out)
-    settings, comm, training = None, SingleProcess(), False
+    settings, comm = None, SingleProcess()
     new_folder = not os.path.exists(run.folder)
     try:
         comm = distributed.init(requested.backend)
+        if comm.size > 1:  # every process stops at the same iteration (distributed.request_stop)
+            signal.signal(signal.SIGINT, request_stop)
+            signal.signal(signal.SIGTERM, request_stop)
         settings = on_rank_zero(comm, lambda: start_run(run, requested, args, comm))
         xp = setup_backend(settings)
-        training = True
         # A diverging run is stopped with a clear message when its loss is no longer finite;
         # NumPy's overflow warnings on the way there would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -223,11 +234,14 @@ def main(argv=None):
             if new_folder:
                 shutil.rmtree(run.folder, ignore_errors=True)  # no half-made run to trip over
         return 130
-    except (BackendError, DataError, TrainingError, StateDictError, OSError, ValueError,
-            MemoryError) as error:
-        if training and comm.size > 1:  # the others wait in a collective: stop them all
-            print(f"error on process {comm.rank} of {comm.size}: {error}", file=sys.stderr, flush=True)
+    except Exception as error:  # noqa: BLE001 (on several processes: any error must stop them all)
+        if comm.size > 1 and not getattr(error, "collective", False):
+            # raised on this process alone: the others wait in a collective, stop them all
+            text = str(error) if isinstance(error, EXPECTED) else f"{type(error).__name__}: {error}"
+            print(f"error on process {comm.rank} of {comm.size}: {text}", file=sys.stderr, flush=True)
             comm.abort(2)
+        if comm.size == 1 and not isinstance(error, EXPECTED):
+            raise  # a bug, not bad input: the traceback says where
         if comm.rank == 0:
             print(f"error: {error}", file=sys.stderr)
             if new_folder and not any(os.path.exists(f) for f in (run.log, run.last)):

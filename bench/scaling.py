@@ -44,7 +44,7 @@ def images_per_second(log_path, skip=2):
     return statistics.median(rates)
 
 
-def run_config(name, processes, threads, args, common, work):
+def run_config(name, processes, threads, common, work):
     out = os.path.join(work, name)
     command = [sys.executable, os.path.join(REPO, "train.py"), *common, "--out", out]
     if processes > 1:
@@ -80,13 +80,14 @@ def main():
               "--log-every", "1", "--val-every", "0", "--ckpt-every", "1000"]
     # one run first: it generates the data and fits W, which the timed runs then read
     first = os.path.join(work, "first")
-    subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *common, "--iters", "1",
-                    "--out", first], check=True, capture_output=True, cwd=REPO)
+    done = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *common, "--iters", "1",
+                           "--out", first], capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        sys.exit(f"bench/scaling.py: the first run failed:\n{done.stderr[-2000:]}")
     common += ["--projection", os.path.join(first, "projection.npz")]
-    rows = [run_config(f"{p} process(es) x 1 thread", p, 1, args, common, work)
-            for p in args.processes]
+    rows = [run_config(f"{p} process(es) x 1 thread", p, 1, common, work) for p in args.processes]
     if args.backend == "numpy":
-        rows.append(run_config("1 process x 2 threads", 1, 2, args, common, work))
+        rows.append(run_config("1 process x 2 threads", 1, 2, common, work))
     shutil.rmtree(work, ignore_errors=True)
     report = dict(machine=ops.machine_name(args.backend), cpu=ops.cpu_model(), cores=os.cpu_count(),
                   backend=args.backend, network=" ".join(network), note=args.note,

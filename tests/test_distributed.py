@@ -106,3 +106,32 @@ def test_nccl_path_averages_gradients_and_syncs_batch_norm_on_device_arrays(xp):
     whole = F.batch_norm(Tensor(x), None, None, training=True).data
     np.testing.assert_allclose(np.concatenate([y for _, y in results]), whole, atol=1e-5)
     assert nccl.calls >= 2 * 4  # gradients, counts, sums, squares: by NCCL, not MPI
+
+
+def test_sync_batch_norm_counts_the_values_of_every_process():
+    """One image per process (ASPP's pooled 1x1 branch): 2 values per channel in all, as a
+    one-process batch of 2; one value in all is refused on every process alike."""
+    x = np.random.default_rng(7).standard_normal((2, 3, 1, 1))
+    shares = ThreadGroup(2).run(lambda comm: F.sync_batch_norm(
+        Tensor(x[comm.rank:comm.rank + 1]), None, None, None, None, comm).data)
+    np.testing.assert_allclose(np.concatenate(shares),
+                               F.batch_norm(Tensor(x), None, None, training=True).data, atol=1e-12)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.sync_batch_norm(Tensor(x[:1]), None, None, None, None, SingleProcess())
+
+
+def test_validation_uses_rank_zeros_batch_norm_statistics():
+    from tinyseg.distributed import share_batch_norm_statistics
+
+    def share(comm):
+        norm = nn.BatchNorm2d(2)
+        norm.running_mean[...] = comm.rank + 1.0
+        share_batch_norm_statistics(norm, comm)
+        return norm.running_mean.copy()
+    assert [list(m) for m in ThreadGroup(2).run(share)] == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_a_share_without_labelled_pixels_adds_nothing():
+    masks = np.full((2, 1, 2, 2), 255)
+    masks[0, 0, 0, 0] = 1
+    assert ThreadGroup(2).run(lambda comm: share_of_mean(masks[comm.rank], comm)) == [2.0, 0.0]

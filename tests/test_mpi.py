@@ -116,7 +116,7 @@ def test_a_failing_process_stops_every_process_with_one_line(data, projection, t
         f.truncate(200)
     done = train(2, "--data-root", root, "--projection", projection, *BASE, "--out", tmp_path / "r",
                  expect=2)
-    assert f"error on process 1 of 2: " in done.stderr and os.path.basename(victim) in done.stderr
+    assert "error on process 1 of 2: " in done.stderr and os.path.basename(victim) in done.stderr
 
 
 def test_missing_mpi4py_under_mpiexec_is_one_line(data, tmp_path):
@@ -127,3 +127,12 @@ def test_missing_mpi4py_under_mpiexec_is_one_line(data, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         'error: started by mpiexec, but mpi4py is missing: pip install -e ".[mpi]" (mpi4py and an MPI library)']
+
+
+def test_a_bn_group_that_the_processes_cannot_keep_is_refused_before_any_work(data, tmp_path):
+    done = train(4, "--data-root", data, *BASE, "--batch-size", "8", "--bn-group", "4",
+                 "--out", tmp_path / "r", expect=2)
+    assert done.stderr.strip().splitlines() == [
+        "error: this run's batch norm takes its statistics over 4 images (--bn-group), but each "
+        "of the 4 processes would hold 2: run on 1, 2 processes"]
+    assert "fitting W" not in done.stdout and not os.path.exists(tmp_path / "r")

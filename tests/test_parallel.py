@@ -1,4 +1,4 @@
-"""Slabs (tinyseg/parallel.py): they cover every index once, run on the worker threads, and
+"""Slabs (tinyseg/fast/parallel.py): they cover every index once, run on the worker threads, and
 a task's error reaches the caller."""
 import threading
 

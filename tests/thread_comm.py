@@ -63,12 +63,6 @@ class ThreadCommunicator:
     def broadcast(self, value, root=0):
         return self._exchange(value)[root]
 
-    def allgather(self, value):
-        return self._exchange(value)
-
-    def barrier(self):
-        self.group.barrier.wait()
-
     def local_rank(self):
         return self.rank
 

@@ -13,6 +13,16 @@ import os
 # it counts where tinyseg is imported before NumPy (train.py, evaluate.py and bench/ do so).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+# Under mpiexec several processes share a machine's cores: unless told otherwise, each takes
+# its share of them for the BLAS and the slab threads (MPICH and Open MPI say how many
+# processes run on this machine), instead of every process starting a thread per core.
+_local = os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
+if _local and _local.isdigit() and "OMP_NUM_THREADS" not in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _threads = str(max(1, _cores // int(_local)))
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads)
+    os.environ["OMP_NUM_THREADS"] = _threads
+
 from .autograd import Function, Tensor, as_tensor, is_grad_enabled, no_grad
 from .backend import BackendError, get_array_module, get_backend
 from . import functional, nn, optim

@@ -19,24 +19,38 @@ script can be switched without editing it; command lines set them with --impl an
 """
 import contextlib
 import os
+import sys
+import warnings
 
 IMPLS = ("fast", "reference")
+SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True,
+                 "0": False, "false": False, "no": False, "off": False, "": False}
 
 
 class Config:
-    """The switches above, checked when set."""
+    """The switches above, checked when set. A bad value in the environment falls back to the
+    default with a warning (importing tinyseg must not fail); the command lines refuse it."""
 
     def __init__(self):
-        self.impl = os.environ.get("TINYSEG_IMPL", "fast")
-        self.cuda_kernels = os.environ.get("TINYSEG_CUDA_KERNELS", "0") == "1"
+        self.env_error = None
+        impl = os.environ.get("TINYSEG_IMPL", "fast")
+        kernels = os.environ.get("TINYSEG_CUDA_KERNELS", "0").strip().lower()
+        if impl not in IMPLS:
+            self.env_error = f"TINYSEG_IMPL={impl!r}: choose one of {', '.join(IMPLS)}"
+            impl = "fast"
+        if kernels not in SWITCH_VALUES:
+            self.env_error = f"TINYSEG_CUDA_KERNELS={kernels!r}: use 1 or 0"
+            kernels = "0"
+        if self.env_error:
+            warnings.warn(f"tinyseg: {self.env_error}; using the default", stacklevel=2)
+        self.impl, self.cuda_kernels = impl, SWITCH_VALUES[kernels]
 
     def __setattr__(self, name, value):
         if name == "impl" and value not in IMPLS:
-            raise ValueError(f"tinyseg config: impl must be one of {IMPLS}, got {value!r}"
-                             + (" (from TINYSEG_IMPL)" if os.environ.get("TINYSEG_IMPL") == value else ""))
+            raise ValueError(f"tinyseg config: impl must be one of {IMPLS}, got {value!r}")
         if name == "cuda_kernels" and not isinstance(value, bool):
             raise ValueError(f"tinyseg config: cuda_kernels must be True or False, got {value!r}")
-        if name not in ("impl", "cuda_kernels"):
+        if name not in ("impl", "cuda_kernels", "env_error"):
             raise AttributeError(f"tinyseg config has no setting {name!r}: it has impl and cuda_kernels")
         object.__setattr__(self, name, value)
 
@@ -62,7 +76,10 @@ def using_config(**settings):
 
 
 def add_arguments(parser):
-    """--impl and --cuda-kernels on a command line (train.py, evaluate.py, predict.py, bench/)."""
+    """--impl and --cuda-kernels on a command line (train.py, evaluate.py, predict.py, bench/).
+    A bad TINYSEG_IMPL / TINYSEG_CUDA_KERNELS stops the command in one line."""
+    if config.env_error:
+        sys.exit(f"error: {config.env_error} (or unset it)")
     parser.add_argument("--impl", choices=IMPLS, default=config.impl,
                         help="which version of the ops runs: the fast twins of tinyseg/fast/ or "
                              "the plain reference ops of tinyseg/functional/ (default: %(default)s)")

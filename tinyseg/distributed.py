@@ -40,12 +40,6 @@ class SingleProcess:
     def broadcast(self, value, root=0):
         return value
 
-    def allgather(self, value):
-        return [value]
-
-    def barrier(self):
-        pass
-
     def abort(self, code=1):
         sys.exit(code)
 
@@ -73,12 +67,6 @@ class MPICommunicator(SingleProcess):
     def broadcast(self, value, root=0):
         """A picklable value (e.g. W as NumPy arrays) from `root` to every process."""
         return self.comm.bcast(value, root=root)
-
-    def allgather(self, value):
-        return self.comm.allgather(value)
-
-    def barrier(self):
-        self.comm.Barrier()
 
     def abort(self, code=1):
         self.comm.Abort(code)
@@ -122,12 +110,6 @@ class NCCLCommunicator:
     def broadcast(self, value, root=0):
         return self.host.broadcast(value, root)
 
-    def allgather(self, value):
-        return self.host.allgather(value)
-
-    def barrier(self):
-        self.host.barrier()
-
     def abort(self, code=1):
         self.host.abort(code)
 
@@ -147,7 +129,11 @@ def init(backend="numpy"):
     except ImportError:
         raise BackendError("started by mpiexec, but mpi4py is missing: pip install -e \".[mpi]\" "
                            "(mpi4py and an MPI library)") from None
-    communicator = MPICommunicator()
+    try:
+        communicator = MPICommunicator()
+    except (ImportError, RuntimeError, OSError) as error:
+        raise BackendError(f"mpi4py cannot start MPI ({error}): install an MPI library, e.g. "
+                           "pip install -e \".[mpi]\" (MPICH)") from None
     if communicator.size == 1 or backend == "numpy":
         return communicator
     try:
@@ -158,9 +144,16 @@ def init(backend="numpy"):
     return NCCLCommunicator(communicator)
 
 
+def everywhere(error):
+    """Mark an error that every process raises alike (a setting, a diverged loss), so the
+    command line reports it once instead of stopping the processes by force."""
+    error.collective = True
+    return error
+
+
 def on_rank_zero(comm, task):
-    """task() on rank 0 (e.g. making the run folder); its result on every process, or the
-    error it raised, raised again on every process."""
+    """task() on rank 0 (e.g. making the run folder, fitting W); its result on every process,
+    or the error it raised, raised again on every process (everywhere)."""
     result = error = None
     if comm.rank == 0:
         try:
@@ -169,8 +162,37 @@ def on_rank_zero(comm, task):
             error = caught
     result, error = comm.broadcast((result, error))
     if error is not None:
-        raise error
+        raise everywhere(error)
     return result
+
+
+_stop = {"requested": False}
+
+
+def request_stop(signum=None, frame=None):
+    """Signal handler under mpiexec (Ctrl-C, SIGTERM): note the request; every process then
+    stops at the same iteration (stop_requested is all-reduced with each step's loss), so that
+    rank 0 can save, instead of one process stopping while another waits in a collective."""
+    _stop["requested"] = True
+
+
+def stop_requested():
+    return _stop["requested"]
+
+
+def share_batch_norm_statistics(model, comm):
+    """Give every process rank 0's batch-norm running statistics (before validation: each
+    process scores its part of the images as the checkpoint of rank 0 would)."""
+    if comm.size == 1:
+        return
+    from .nn import BatchNorm2d
+    norms = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
+    stats = comm.broadcast([(to_numpy(m.running_mean), to_numpy(m.running_var)) for m in norms]
+                           if comm.rank == 0 else None)
+    for norm, (mean, var) in zip(norms, stats):
+        xp = get_array_module(norm.running_mean)
+        norm.running_mean[...] = xp.asarray(mean)
+        norm.running_var[...] = xp.asarray(var)
 
 
 def buckets(parameters, bucket_bytes=BUCKET_BYTES):
@@ -205,7 +227,10 @@ def average_gradients(parameters, comm, bucket_bytes=BUCKET_BYTES):
 def share_of_mean(masks, comm, ignore_index=255):
     """The factor that turns this process's mean loss over its labelled pixels into its share
     of the global batch's mean: local count * processes / global count. With it, the mean of
-    the processes' gradients is the gradient of the one-process loss, void pixels or not."""
+    the processes' gradients is the gradient of the one-process cross-entropy, void pixels or
+    not (0 for a share with no labelled pixel). The regression loss (Eq. 4) averages over
+    valid blocks instead, so there the processes' means are averaged, as PyTorch's DDP does:
+    close to, but not exactly, the one-process step."""
     if comm.size == 1:
         return 1.0
     local = np.array([float((to_numpy(masks) != ignore_index).sum())])

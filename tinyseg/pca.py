@@ -31,10 +31,7 @@ import zipfile
 
 import numpy as np
 
-# The block contract, used here and re-exported: `from tinyseg.pca import encode_blocks` works.
-from .blocks import (IGNORE_INDEX, NEAREST_STEPS, VOID_MODES, block_order,  # noqa: F401
-                     blocks_to_labels, class_major_order, compress, decompress, encode_blocks,
-                     fill_void_nearest, impute_void, label_blocks, onehot_blocks, pad_to_multiple)
+from .blocks import IGNORE_INDEX, VOID_MODES, block_order, encode_blocks
 
 SOLVERS = ("auto", "eigh", "subspace")
 EIGH_MAX_DIM = 2048  # "auto" solver: exact eigh up to this N, subspace iteration above

@@ -24,7 +24,7 @@ def moving_average(values, window):
 
 def plot_curves(log_path, png_path):
     """Draw loss, validation mIoU and T over iterations from a log.jsonl into a PNG."""
-    from .training import read_log
+    from .run import read_log
 
     try:
         import matplotlib

@@ -263,7 +263,7 @@ def deeplab_from_tflite(path):
 
 
 def main(argv=None):
-    from .training import save_weights
+    from .run import save_weights
 
     parser = argparse.ArgumentParser(
         description="Convert a DeepLabv3-MobileNetV2 .tflite file into a tinyseg checkpoint "

@@ -31,7 +31,8 @@ from . import nn
 from .autograd import Tensor
 from .backend import device_name
 from .data import DataLoader, TrainTransform, build_dataset
-from .distributed import SingleProcess, average_gradients, set_batch_norm, share_of_mean
+from .distributed import (SingleProcess, average_gradients, everywhere, on_rank_zero, set_batch_norm,
+                          share_batch_norm_statistics, share_of_mean, stop_requested)
 from .evaluation import evaluate
 from .memory import check_step_memory
 from .models import build_model
@@ -103,11 +104,8 @@ def build_network(settings, dataset, xp, customize, run, comm=None):
     if customize is not None:
         customize(model)
     if model.needs_projection:
-        projection = None
-        if comm.rank == 0:
-            projection = prepare_projection(dataset, s.output_stride, s.dim,
-                                            s.projection or run.projection)
-        model.set_projection(*comm.broadcast(projection))
+        model.set_projection(*on_rank_zero(comm, lambda: prepare_projection(
+            dataset, s.output_stride, s.dim, s.projection or run.projection)))
     return model.to(device_name(xp))
 
 
@@ -120,9 +118,12 @@ def batch_norm_groups(settings, comm):
     if group == settings.batch_size and comm.size > 1:
         return comm, None                          # statistics over every process's images
     if local % group:
-        raise TrainingError(f"this run's batch norm takes its statistics over {group} images "
-                            f"(--bn-group), but each of the {comm.size} processes holds {local}; "
-                            f"run on {settings.batch_size // group} processes or fewer")
+        counts = [k for k in range(1, settings.batch_size // group + 1)
+                  if (settings.batch_size // group) % k == 0]
+        raise everywhere(TrainingError(
+            f"this run's batch norm takes its statistics over {group} images (--bn-group), but "
+            f"each of the {comm.size} processes would hold {local}: run on "
+            f"{', '.join(map(str, counts))} processes"))
     return None, (group if group < local else None)
 
 
@@ -180,8 +181,7 @@ class Trainer:
 
     def restore(self):
         """Continue from the run's last.npz: weights, BN statistics, momentum, iteration, best."""
-        checkpoint = load_checkpoint(self.run.last) if self.writer else None
-        model_state, optim_state, meta = self.comm.broadcast(checkpoint)
+        model_state, optim_state, meta = on_rank_zero(self.comm, lambda: load_checkpoint(self.run.last))
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(optim_state)
         self.start = self.iteration = meta["iteration"]
@@ -228,14 +228,18 @@ class Trainer:
         (distributed.share_of_mean) and the gradients are averaged before the update."""
         lr = self.schedule.step(self.iteration)
         loss = self.model.loss(Tensor(self.xp.asarray(images)), self.xp.asarray(masks))
-        if self.comm.size > 1:
-            loss = loss * share_of_mean(masks, self.comm)
         self.loss = float(loss.data)
-        if self.comm.size > 1:  # the batch's loss: the same number, and stop, on every process
-            self.loss = float(self.comm.allreduce(np.array([self.loss]))[0]) / self.comm.size
+        if self.comm.size > 1:  # the batch's loss and a stop request: the same on every process
+            share = share_of_mean(masks, self.comm)
+            loss = loss * share
+            mine = float(loss.data) if share > 0 else 0.0  # no labelled pixel: nothing to add
+            total, stop = self.comm.allreduce(np.array([mine, float(stop_requested())]))
+            if stop:
+                raise KeyboardInterrupt
+            self.loss = float(total) / self.comm.size
         if not math.isfinite(self.loss):
-            raise TrainingError(diverged_message(self.loss, self.iteration, self.run.last,
-                                                 self.settings))
+            raise everywhere(TrainingError(diverged_message(self.loss, self.iteration,
+                                                            self.run.last, self.settings)))
         self.optimizer.zero_grad()
         loss.backward()
         average_gradients(self.model.parameters(), self.comm)
@@ -262,6 +266,7 @@ class Trainer:
 
     def validate(self, val_dataset, log):
         """mIoU on the validation set: printed, logged, best.npz when it improves."""
+        share_batch_norm_statistics(self.model, self.comm)  # as rank 0's checkpoint scores
         confusion = evaluate(self.model, val_dataset, self.xp, max_images=self.settings.val_images,
                              part=(self.comm.rank, self.comm.size))
         self.comm.allreduce(confusion.matrix)  # every process's images, summed

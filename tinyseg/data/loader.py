@@ -90,7 +90,7 @@ class DataLoader:
         or None, masks int64 (N, H, W))."""
         epoch, b = divmod(k, len(self))
         order = self.epoch_order(epoch)
-        (rank, processes), share = self.part, self.batch_size // self.part[1]
+        rank, share = self.part[0], self.batch_size // self.part[1]
         first = b * self.batch_size + rank * share
         positions = range(first, min(first + share, len(order)))
         samples = [self._load_sample(int(order[p]), epoch, p) for p in positions]

@@ -71,9 +71,14 @@ def active_taps(size, kernel, stride, padding, dilation):
 class SlabConv2d(Conv2d):
     """Conv2d (same arguments and results) with the speed-ups of the module text."""
 
+    def __init__(self, stride=1, padding=0, dilation=1, groups=1):
+        super().__init__(stride, padding, dilation, groups)
+        self.given_padding = self.padding  # self.padding: the padding of the taps kept
+
     def forward(self, x, weight, bias=None):
         xp = get_array_module(x)
         self.full_weight_shape, self.taps = weight.shape, (slice(None), slice(None))
+        self.padding = self.given_padding
         trims = [active_taps(*args) for args in zip(x.shape[2:], weight.shape[2:], self.stride,
                                                      self.padding, self.dilation)]
         if any(trims):

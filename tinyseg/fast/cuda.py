@@ -102,7 +102,7 @@ class DUpsampleCrossEntropy(Function):
         return xp.asarray(losses.sum() / self.count)
 
     def backward(self, g):
-        scale = g / self.count
+        scale = g / get_array_module(g).maximum(self.count, 1)  # no labelled pixel: 0, as nll_loss
         g_F, g_W, g_mean = projection_grads(self.grad_v * scale, self.f, self.W, self.F_shape,
                                             self.needs_input_grad)
         g_T = (self.grad_t * scale).reshape(self.T_shape) if self.needs_input_grad[3] else None

@@ -31,7 +31,7 @@ dx is a depthwise correlation too, of dy with the flipped kernel (the adjoint of
 with stride s is one with the flipped kernel over dy with s - 1 zeros inserted between its
 values; the "transposed convolution" identity). The taps of that correlation also give dW
 (see `backward`), so the backward reads dy under the taps once and the input not at all.
-Everything runs slab by slab of channels on the CPU's threads (tinyseg/parallel.py).
+Everything runs slab by slab of channels on the CPU's threads (tinyseg/fast/parallel.py).
 """
 from collections import namedtuple
 
@@ -43,7 +43,7 @@ Layout = namedtuple("Layout", "in_size out_size kernel stride padding dilation r
 
 
 def _for_each_slab(task, x):
-    """task(c) for slabs c of x's channels, each half the usual size (tinyseg/parallel.py):
+    """task(c) for slabs c of x's channels, each half the usual size (tinyseg/fast/parallel.py):
     a slab's shifted copies are kW times its input."""
     channels = x.shape[1]
     run(task, slabs(channels, 2 * x.nbytes // channels, get_array_module(x)))

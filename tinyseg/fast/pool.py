@@ -26,7 +26,7 @@ class SlabMaxPool2d(MaxPool2d):
         # which tap holds each window's max: only backward needs it
         self.argmax = xp.zeros(out.shape, np.int32) if self.needs_input_grad[0] else None
 
-        def pool(c):  # a slab c of the channels (tinyseg/parallel.py)
+        def pool(c):  # a slab c of the channels (tinyseg/fast/parallel.py)
             padded = pad(x[:, c], padding, -np.inf)  # (N, slab, H + 2 p_h, W + 2 p_w)
             best = out[:, c]
             best[...] = _tap(padded, *self.taps[0], stride, out_size)

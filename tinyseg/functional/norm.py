@@ -122,6 +122,9 @@ class SyncBatchNorm(BatchNorm):
         xp = get_array_module(x)
         counts = self.comm.allreduce(xp.asarray([x.size // x.shape[1]], dtype="float64"))
         self.count = int(counts[0])                              # M over all processes
+        if self.count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got {self.count} "
+                             "over all processes")
         mean = self.comm.allreduce(channel_sum(x)) / self.count  # (C,)
         squares = self.comm.allreduce(channel_sum((x - per_channel(mean)) ** 2))
         if self.running_mean is not None:
@@ -147,14 +150,14 @@ class SyncBatchNorm(BatchNorm):
         return gx, ggamma, gbeta
 
 
-def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training):
+def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training, need_running=True):
     """Raise a one-line ValueError/TypeError for shapes or arguments batch_norm cannot use."""
     if x.ndim != 4:
         raise ValueError(f"batch_norm expects a 4-D input (N, C, H, W), got shape {x.shape}")
     channels = x.shape[1]
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm needs both running_mean and running_var, or neither")
-    if running_mean is None and not training:
+    if running_mean is None and not training and need_running:
         raise ValueError("batch_norm in eval mode (training=False) needs running_mean and running_var")
     for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
         if isinstance(stat, Tensor):
@@ -195,5 +198,9 @@ def sync_batch_norm(input, running_mean, running_var, weight, bias, comm, moment
     """batch_norm in training mode with the statistics of the batch of every process (comm:
     a communicator of tinyseg/distributed.py)."""
     x = input if isinstance(input, Tensor) else Tensor(input)
-    _check_batch_norm_args(x, running_mean, running_var, weight, bias, True)
+    _check_batch_norm_args(x, running_mean, running_var, weight, bias, training=False,
+                           need_running=False)  # the count: checked over all processes
+    xp = get_array_module(x.data)
+    weight = Tensor(xp.ones(x.shape[1], x.dtype)) if weight is None else weight
+    bias = Tensor(xp.zeros(x.shape[1], x.dtype)) if bias is None else bias
     return SyncBatchNorm(comm, running_mean, running_var, momentum, eps, relu)(x, weight, bias)
