@@ -6,7 +6,10 @@
 #        reference ops, the model's loss with --cuda-kernels (log: RESULTS_DIR/gpu-tests.log)
 #   bash bench/gpu_check.sh bench [RESULTS_DIR]   bench/ops.py and bench/step.py on the GPU: the
 #        reference ops on CuPy (step with memory), then --quick runs with the CUDA kernels
-#   bash bench/gpu_check.sh all [RESULTS_DIR]     both, one after the other
+#   bash bench/gpu_check.sh mpi [RESULTS_DIR]     2 processes on the GPU(s) through NCCL (needs
+#        the mpi and nccl extras; NCCL may refuse two ranks on one GPU): a short train.py run,
+#        then bench/scaling.py --backend cupy (log: RESULTS_DIR/gpu-mpi.log)
+#   bash bench/gpu_check.sh all [RESULTS_DIR]     tests and bench, one after the other
 # RESULTS_DIR defaults to bench/results (on the device tool: "$OUT", so that the files come back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +17,8 @@ stage="${1:-all}"
 results="${2:-bench/results}"
 mkdir -p "$results"
 case "$stage" in
-    tests|bench|all) ;;
-    *) echo "usage: bash bench/gpu_check.sh tests|bench|all [RESULTS_DIR]" >&2; exit 2 ;;
+    tests|bench|mpi|all) ;;
+    *) echo "usage: bash bench/gpu_check.sh tests|bench|mpi|all [RESULTS_DIR]" >&2; exit 2 ;;
 esac
 python - <<'CHECK' || exit 2
 import sys
@@ -38,8 +41,18 @@ run_bench() {
         --out "$results/step-gpu-cuda-kernels.json"
 }
 
+run_mpi() {
+    {
+        mpiexec -n 2 python train.py --backend cupy --iters 20 --batch-size 8 --crop 96 \
+            --log-every 5 --val-every 10 --out "$results/mpi-run" --overwrite
+        python bench/scaling.py --backend cupy --quick --processes 1 2 \
+            --out "$results/scaling-gpu-quick.json"
+    } 2>&1 | tee "$results/gpu-mpi.log" | tail -15
+}
+
 case "$stage" in
     tests) run_tests ;;
+    mpi) run_mpi ;;
     bench) run_bench ;;
     all) run_tests; run_bench ;;
 esac
