@@ -291,6 +291,10 @@ def write_report(folders, out_dir=None):
             sections += ["", f.read().rstrip()]
     sections += ["", "## Part 2: the photo rows from an ImageNet start (MobileNetV2)", ""]
     sections += pretrained_section(results, folders)
+    reading = os.path.join(os.path.dirname(__file__), "report_reading_part2.md")
+    if os.path.exists(reading):  # by hand, once part 2's runs are in
+        with open(reading) as f:
+            sections += ["", f.read().rstrip()]
     sections += ["", "## A real trained network through tinyseg (for part 2)", ""]
     sections += conformance_section(folders)
     sections += ["", "## Where and how long", "", machine_line(results)]
