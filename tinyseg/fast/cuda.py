@@ -13,7 +13,7 @@ arrays (the kernels compiled as C++).
 from ..autograd import Function, Tensor, as_tensor
 from ..backend import device_of, get_array_module, to_device
 from ..functional.dupsample import _check_4d, _check_ratio, _fixed, projection_grads
-from ..functional.norm import BatchNorm, channel_sum, per_channel
+from ..functional.norm import BatchNorm, channel_sum
 from . import cuda_kernels
 from .conv import SlabConv2d
 
@@ -52,16 +52,7 @@ class KernelBatchNorm(BatchNorm):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        self.count = x.size // x.shape[1]
-        if self.training:
-            mean = x.mean(axis=(0, 2, 3))                                   # (C,)
-            squares = channel_sum((x - per_channel(mean)) ** 2)             # (C,)
-            var = squares / self.count
-            if self.running_mean is not None:
-                self.update_running_stats(mean, squares / (self.count - 1))
-        else:
-            mean = self.running_mean.astype(x.dtype, copy=False)
-            var = self.running_var.astype(x.dtype, copy=False)
+        mean, var = self.statistics(x)
         self.inv_std = 1 / xp.sqrt(var + self.eps)
         self.gamma = gamma
         y, self.x_hat, self.mask = cuda_kernels.batch_norm_forward(

@@ -53,16 +53,7 @@ class BatchNorm(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        self.count = x.size // x.shape[1]                       # M = N * H * W values per channel
-        if self.training:
-            mean = channel_sum(x) / self.count                   # (C,)
-            squares = channel_sum((x - per_channel(mean)) ** 2)  # (C,)
-            var = squares / self.count
-            if self.running_mean is not None:
-                self.update_running_stats(mean, squares / (self.count - 1))
-        else:
-            mean = self.running_mean.astype(x.dtype, copy=False)
-            var = self.running_var.astype(x.dtype, copy=False)
+        mean, var = self.statistics(x)
         self.inv_std = 1 / xp.sqrt(var + self.eps)              # (C,)
         self.x_hat = (x - per_channel(mean)) * per_channel(self.inv_std)
         self.gamma = gamma
@@ -71,6 +62,23 @@ class BatchNorm(Function):
             self.mask = y > 0
             y = y * self.mask
         return y
+
+    def statistics(self, x):
+        """(mean, var) per channel, (C,) each: the batch's in training mode (the running ones
+        updated), the running ones in eval mode. Sets self.count, M = N * H * W."""
+        self.count = x.size // x.shape[1]
+        if not self.training:
+            return (self.running_mean.astype(x.dtype, copy=False),
+                    self.running_var.astype(x.dtype, copy=False))
+        mean = channel_sum(x) / self.count
+        squares = channel_sum((x - per_channel(mean)) ** 2)
+        if self.running_mean is not None:
+            self.update_running_stats(mean, squares / (self.count - 1))
+        return mean, squares / self.count
+
+    def batch_sums(self, gbeta, ggamma):
+        """dbeta and dgamma over the whole batch, which dx needs (SyncBatchNorm: all processes)."""
+        return gbeta, ggamma
 
     def update_running_stats(self, mean, unbiased_var):
         """Blend the batch statistics into the caller's running buffers, in place."""
@@ -100,7 +108,9 @@ class BatchNorm(Function):
         scale = per_channel(self.gamma * self.inv_std)           # (1, C, 1, 1)
         if not self.training:
             return g * scale, ggamma, gbeta
-        gx = scale * (g - per_channel(gbeta / self.count) - self.x_hat * per_channel(ggamma / self.count))
+        batch_beta, batch_gamma = self.batch_sums(gbeta, ggamma)
+        gx = scale * (g - per_channel(batch_beta / self.count)
+                      - self.x_hat * per_channel(batch_gamma / self.count))
         return gx, ggamma, gbeta
 
 
@@ -118,7 +128,7 @@ class SyncBatchNorm(BatchNorm):
         super().__init__(running_mean, running_var, True, momentum, eps, relu)
         self.comm = comm
 
-    def forward(self, x, gamma, beta):
+    def statistics(self, x):
         xp = get_array_module(x)
         counts = self.comm.allreduce(xp.asarray([x.size // x.shape[1]], dtype="float64"))
         self.count = int(counts[0])                              # M over all processes
@@ -129,25 +139,12 @@ class SyncBatchNorm(BatchNorm):
         squares = self.comm.allreduce(channel_sum((x - per_channel(mean)) ** 2))
         if self.running_mean is not None:
             self.update_running_stats(mean, squares / (self.count - 1))
-        self.inv_std = 1 / xp.sqrt(squares / self.count + self.eps)
-        self.x_hat = (x - per_channel(mean)) * per_channel(self.inv_std)
-        self.gamma = gamma
-        y = per_channel(gamma) * self.x_hat + per_channel(beta)
-        if self.relu:
-            self.mask = y > 0
-            y = y * self.mask
-        return y
+        return mean, squares / self.count
 
-    def backward(self, gy):
-        xp = get_array_module(gy)
-        g = gy * self.mask if self.relu else gy
-        gbeta, ggamma = channel_sum(g), channel_sum(g * self.x_hat)      # this process's
-        total = self.comm.allreduce(xp.concatenate([gbeta, ggamma]))     # the whole batch's
-        channels = len(gbeta)
-        scale = per_channel(self.gamma * self.inv_std)
-        gx = scale * (g - per_channel(total[:channels] / self.count)
-                      - self.x_hat * per_channel(total[channels:] / self.count))
-        return gx, ggamma, gbeta
+    def batch_sums(self, gbeta, ggamma):
+        xp = get_array_module(gbeta)
+        total = self.comm.allreduce(xp.concatenate([gbeta, ggamma]))
+        return total[:len(gbeta)], total[len(gbeta):]
 
 
 def _check_batch_norm_args(x, running_mean, running_var, weight, bias, training, need_running=True):
